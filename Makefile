@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh machine with Python 3.11, gcc and make:
+#   make run   - install, start Redis, Ray, Serve and the payment sandbox, seed a demo city
+#   make test  - install, then ruff, mypy and the whole test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint unit bench bench-frontdoor clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/o2o up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+# wrk, the load generator of the benchmarks, comes from Debian's packages.
+/usr/bin/wrk:
+	apt-get install -y wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y wrk; }
+
+bench-frontdoor: $(STAMP) /usr/bin/wrk
+	$(BIN)/python -m cluster.frontdoor
+
+bench: bench-frontdoor
+
+clean:
+	rm -rf $(VENV) data bench/*.tmp

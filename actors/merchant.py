@@ -1,0 +1,267 @@
+"""The merchant host: menus, stock and the lifecycle of every order of its merchants."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from actors.host import EntityHost
+from actors.placement import Directory
+from cluster.settings import Settings
+from domain import commands as c
+from domain import events as e
+from domain.errors import DomainError, not_found
+from domain.geo import Point, zone_of
+from domain.merchants import MenuItem, Merchant, Requested, price_order
+from domain.orders import Order, authorize, decide, evolve, place
+from domain.pricing import DeliveryTariff
+from storage import coupons, keys
+
+log = logging.getLogger(__name__)
+
+Reply = dict[str, Any] | DomainError
+
+
+@dataclass
+class MerchantState:
+    merchant: Merchant
+    menu: dict[str, MenuItem]
+    menu_version: int
+
+
+class MerchantHost(EntityHost):
+    """Hosts merchant entities.
+
+    Concurrency: one `asyncio.Lock` per merchant; a merchant's menu changes, order
+    placements and order transitions run one at a time, merchants proceed in parallel.
+    Persists: `merchant:{id}` (profile, menu_version), `menu:{id}`, `stock:{id}`,
+    `order:{id}` with its indexes, and every order event on the inboxes of its
+    customer, merchant, rider and operations, each change in one Lua script.
+    Caches merchant profiles and menus, reloaded from Redis after a restart.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.directory = Directory(settings)
+        self.tariff = DeliveryTariff()
+        self._state: dict[str, MerchantState] = {}
+
+    async def _load(self, merchant_id: str) -> MerchantState:
+        state = self._state.get(merchant_id)
+        if state is not None:
+            return state
+        profile, version = await self.redis.hmget(
+            keys.merchant(merchant_id), "profile", "menu_version"
+        )
+        if profile is None:
+            raise not_found("merchant", merchant_id)
+        items = await self.redis.hgetall(keys.menu(merchant_id))
+        menu = {k: MenuItem(**orjson.loads(v)) for k, v in items.items()}
+        state = MerchantState(Merchant.from_dict(orjson.loads(profile)), menu, int(version or 0))
+        self._state[merchant_id] = state
+        return state
+
+    async def onboard(self, profile: dict[str, Any]) -> Reply:
+        try:
+            merchant = Merchant.from_dict(profile)
+        except DomainError as err:
+            return err
+        async with self.lock(merchant.id):
+            created = await self.redis.hsetnx(
+                keys.merchant(merchant.id), "profile", orjson.dumps(merchant.as_dict())
+            )
+            if not created:
+                return DomainError("merchant_exists", "merchant already exists", id=merchant.id)
+            reach = merchant.delivery.reach_m(merchant.location)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.merchant(merchant.id), "menu_version", 0)
+                pipe.geoadd(
+                    keys.MERCHANT_GEO, (merchant.location.lng, merchant.location.lat, merchant.id)
+                )
+                pipe.sadd(keys.MERCHANT_IDS, merchant.id)
+                pipe.zadd(keys.MERCHANT_MAX_REACH, {merchant.id: reach})
+                await pipe.execute()
+            self._state[merchant.id] = MerchantState(merchant, {}, 0)
+        return merchant.as_dict()
+
+    async def set_menu_item(self, merchant_id: str, item: dict[str, Any], stock: int) -> Reply:
+        try:
+            menu_item = MenuItem(**item)
+            if stock < 0:
+                return DomainError("invalid_request", "stock must not be negative")
+            async with self.lock(merchant_id):
+                state = await self._load(merchant_id)
+                version = await self.scripts.set_menu_item(
+                    keys=[
+                        keys.menu(merchant_id),
+                        keys.stock(merchant_id),
+                        keys.merchant(merchant_id),
+                    ],
+                    args=[menu_item.id, orjson.dumps(menu_item.as_dict()), stock],
+                )
+                state.menu[menu_item.id] = menu_item
+                state.menu_version = int(version)
+        except DomainError as err:
+            return err
+        return {**menu_item.as_dict(), "stock": stock, "menu_version": int(version)}
+
+    async def place_order(self, request: dict[str, Any]) -> Reply:
+        """Price, reserve stock and save a new order, then open its payment intent."""
+        merchant_id = request["merchant_id"]
+        customer_id = request["customer_id"]
+        order_id = request["order_id"]
+        now = datetime.now(UTC)
+        try:
+            async with self.lock(merchant_id):
+                existing = await self.orders.load(order_id)
+                if existing is not None:
+                    if existing.customer_id != customer_id:
+                        return DomainError("order_exists", "order id taken")
+                    order = existing
+                else:
+                    order = await self._place(request, now)
+        except DomainError as err:
+            return err
+        payments = await self.directory.host("payment", order.id)
+        payment = await payments.open_intent.remote(
+            order.id, order.merchant_id, order.customer_id, order.amounts.total_fen
+        )
+        if isinstance(payment, DomainError):
+            # No way to pay: give the stock back now rather than at the payment timeout.
+            await self.act(
+                merchant_id,
+                order.id,
+                c.CancelOrder(at=datetime.now(UTC), reason="payment_unavailable", by="system"),
+                ("system", "payments"),
+            )
+            return payment
+        return {"order": order.as_dict(), "payment": payment}
+
+    async def _place(self, request: dict[str, Any], now: datetime) -> Order:
+        state = await self._load(request["merchant_id"])
+        dropoff = Point(request["delivery"]["lat"], request["delivery"]["lng"])
+        code = request.get("coupon_code")
+        coupon = await coupons.load(self.redis, code) if code else None
+        lines, amounts = price_order(
+            state.merchant,
+            state.menu,
+            [Requested(i["item_id"], i["qty"]) for i in request["items"]],
+            dropoff,
+            self.tariff,
+            coupon,
+            now,
+        )
+        expected_total = request.get("expected_total_fen")
+        if expected_total is not None and expected_total != amounts.total_fen:
+            raise DomainError(
+                "price_changed",
+                "the total differs from what the customer saw",
+                expected_total_fen=expected_total,
+                total_fen=amounts.total_fen,
+            )
+        command = c.PlaceOrder(
+            at=now,
+            order_id=request["order_id"],
+            customer_id=request["customer_id"],
+            merchant_id=state.merchant.id,
+            lines=lines,
+            amounts=amounts,
+            pickup=state.merchant.location,
+            dropoff=dropoff,
+            address=request["delivery"].get("address", ""),
+            coupon_code=code,
+        )
+        (placed,) = decide(None, command)
+        order = place(command)
+        if code:
+            await coupons.claim(self.scripts, code, order.customer_id)
+        try:
+            await self.orders.commit(None, order, placed)
+        except DomainError:
+            if code:
+                await coupons.release(self.scripts, code, order.customer_id)
+            raise
+        return order
+
+    async def act(
+        self, merchant_id: str, order_id: str, command: c.Command, caller: tuple[str, str]
+    ) -> Reply:
+        """Run one command on one order of this merchant; reply with the order or an error."""
+        try:
+            async with self.lock(merchant_id):
+                await self._load(merchant_id)
+                before = await self.orders.load(order_id)
+                if before is None or before.merchant_id != merchant_id:
+                    return not_found("order", order_id)
+                authorize(before, command, *caller)
+                order = before
+                happened = decide(order, command)
+                for event in happened:
+                    after = evolve(order, event)
+                    await self.orders.commit(order, after, event)
+                    order = after
+        except DomainError as err:
+            return err
+        for event in happened:
+            self._follow_up(order, event)
+        return order.as_dict()
+
+    def _follow_up(self, order: Order, event: e.Event) -> None:
+        """What an event sets going elsewhere: acceptance, dispatch, refunds, coupons back."""
+        match event:
+            case e.OrderPaid():
+                state = self._state.get(order.merchant_id)
+                if state is not None and state.merchant.accept_mode == "auto":
+                    self.spawn(
+                        self.act(
+                            order.merchant_id,
+                            order.id,
+                            c.AcceptOrder(
+                                at=datetime.now(UTC), prep_minutes=state.merchant.prep_minutes
+                            ),
+                            ("system", "auto_accept"),
+                        ),
+                        f"auto-accept {order.id}",
+                    )
+            case e.OrderAccepted():
+                self.spawn(self._dispatch(order), f"dispatch {order.id}")
+            case e.OrderCancelled() | e.OrderRejected():
+                if event.refund_fen > 0:
+                    self.spawn(self._refund(order, event.refund_fen), f"refund {order.id}")
+                if order.coupon_code:
+                    self.spawn(
+                        coupons.release(self.scripts, order.coupon_code, order.customer_id),
+                        f"coupon back {order.id}",
+                    )
+            case e.OrderDelivered():
+                self.spawn(
+                    self.redis.hincrby(keys.rider(event.rider_id), "load", -1),
+                    f"rider free {event.rider_id}",
+                )
+
+    async def _dispatch(self, order: Order) -> Reply:
+        zone = zone_of(order.pickup, self.settings.zone_resolution)
+        zones = await self.directory.host("rider_zone", zone)
+        result: Reply = await zones.dispatch.remote(zone, _dispatch_request(order))
+        return result
+
+    async def _refund(self, order: Order, amount_fen: int) -> Reply:
+        payments = await self.directory.host("payment", order.id)
+        result: Reply = await payments.refund.remote(
+            order.id, amount_fen, f"{order.id}-r{order.version}", order.close_reason or ""
+        )
+        return result
+
+
+def _dispatch_request(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "merchant_id": order.merchant_id,
+        "version": order.version,
+        "pickup": {"lat": order.pickup.lat, "lng": order.pickup.lng},
+        "dropoff": {"lat": order.dropoff.lat, "lng": order.dropoff.lng},
+    }

@@ -1,0 +1,105 @@
+"""The `o2o` command line: run the platform, seed a city, mint dev tokens, check health."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cluster.settings import Settings, get_settings
+
+app = typer.Typer(help="Run and operate the o2o delivery platform.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def up(
+    seed_city: bool = typer.Option(True, "--seed/--no-seed", help="Seed the demo city."),
+    front_door: str = typer.Option("", help="haproxy or proxy (default from settings)."),
+) -> None:
+    """Start Redis, the sandbox, Ray, the actors and Serve; seed; run until Ctrl-C."""
+    from cluster.launcher import Platform
+    from cluster.seed import seed
+
+    settings = get_settings()
+    if front_door:
+        settings = settings.model_copy(update={"front_door": front_door})
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    platform = Platform(settings)
+    try:
+        with console.status("starting Redis, sandbox, Ray, actors and Serve…"):
+            platform.start()
+        report = None
+        if seed_city and not stop.is_set():
+            with console.status("seeding the demo city…"):
+                report = seed(platform.url)
+        _print_urls(settings, platform.url)
+        if report is not None:
+            console.print(
+                f"seeded {len(report.merchants)} merchants, {len(report.riders)} riders online, "
+                f"{len(report.customers)} customers, coupon [bold]{report.coupon}[/]"
+            )
+            for who, token in report.tokens.items():
+                console.print(f"[dim]{who}:[/] {token}", soft_wrap=True)
+        console.print("[green]running[/] — Ctrl-C stops everything")
+        stop.wait()
+    finally:
+        with console.status("stopping…"):
+            platform.stop()
+        console.print("stopped")
+
+
+def _print_urls(settings: Settings, api_url: str) -> None:
+    table = Table(title="o2o is up")
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("HTTP API", api_url)
+    table.add_row("OpenAPI", f"{api_url}/docs")
+    table.add_row("payment sandbox", settings.sandbox_url)
+    table.add_row("Redis", settings.effective_redis_url)
+    table.add_row("front door", settings.front_door)
+    console.print(table)
+
+
+@app.command("seed")
+def seed_command(url: str = typer.Option("", help="API base URL.")) -> None:
+    """Seed the demo city into a running platform."""
+    from cluster.seed import seed
+
+    report = seed(url or get_settings().platform_url)
+    console.print(f"seeded {len(report.merchants)} merchants and {len(report.riders)} riders")
+
+
+@app.command()
+def token(role: str, sub: str, url: str = typer.Option("", help="API base URL.")) -> None:
+    """Print a dev token for a role and id."""
+    answer = httpx.post(
+        f"{url or get_settings().platform_url}/v1/auth/dev-token", json={"role": role, "sub": sub}
+    )
+    if answer.status_code != 200:
+        console.print(answer.text)
+        raise typer.Exit(1)
+    print(answer.json()["token"])
+
+
+@app.command()
+def health(url: str = typer.Option("", help="API base URL.")) -> None:
+    """Ask the platform whether it is up."""
+    answer = httpx.get(f"{url or get_settings().platform_url}/v1/health", timeout=10)
+    console.print(answer.json())
+    raise typer.Exit(0 if answer.status_code == 200 else 1)
+
+
+if __name__ == "__main__":
+    app()

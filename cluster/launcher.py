@@ -1,0 +1,168 @@
+"""Start and stop the whole platform on this machine, in order.
+
+Order matters on the way down: Serve first (it owns the HAProxy child), then Ray,
+then the sandbox and the Redis-protocol server. Every process is ours by pid; nothing
+is stopped by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import ray
+from ray import serve
+
+from actors.placement import NAMESPACE, start_hosts
+from cluster.settings import Settings
+from serve_app.app import build
+from storage.server import EmbeddedRedis, free_port
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "o2o"
+
+
+def haproxy_environment(hap: Path, use_haproxy: bool) -> dict[str, str]:
+    """Serve reads these when its controller starts; each run gets its own files and ports.
+
+    `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes.
+    """
+    # One node, no outer load balancer to deregister from: a short drain keeps Ctrl-C quick.
+    drain = {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": os.environ.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"
+        )
+    }
+    if not use_haproxy:
+        return {"RAY_SERVE_ENABLE_HA_PROXY": "0", **drain}
+    return {
+        **drain,
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": os.environ.get(
+            "RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port())
+        ),
+        "RAY_SERVE_HAPROXY_STATS_PORT": os.environ.get(
+            "RAY_SERVE_HAPROXY_STATS_PORT", str(free_port())
+        ),
+        # Long polls and live sockets must not be cut by a proxy timeout.
+        "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "3600",
+    }
+
+
+class Platform:
+    """Redis-protocol server, sandbox, Ray, host actors and the Serve app, as one unit."""
+
+    def __init__(self, settings: Settings, run_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="o2o-run-"))
+        self.redis: EmbeddedRedis | None = None
+        self.sandbox: subprocess.Popen[bytes] | None = None
+        self.started_ray = False
+        self.serve_started = False
+        self.haproxy_dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        s = self.settings
+        if not s.redis_url:
+            self.redis = EmbeddedRedis(s.data_dir, s.redis_port, s.appendfsync)
+            self.redis.start()
+        self._start_sandbox()
+        self.haproxy_dir = Path(tempfile.mkdtemp(prefix="o2o-hap-", dir="/tmp"))
+        os.environ.update(haproxy_environment(self.haproxy_dir, s.front_door == "haproxy"))
+        if not ray.is_initialized():
+            if s.ray_address:
+                ray.init(address=s.ray_address, namespace=NAMESPACE)
+            else:
+                ray.init(
+                    num_cpus=s.ray_num_cpus,
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                )
+                self.started_ray = True
+        serve.start(http_options={"host": s.http_host, "port": s.http_port})
+        self.serve_started = True
+        start_hosts(s)
+        serve.run(build(s), name=APP_NAME, route_prefix="/", blocking=False)
+        self._wait_healthy()
+
+    def _start_sandbox(self) -> None:
+        s = self.settings
+        log_file = open(self.run_dir / "sandbox.log", "ab")  # noqa: SIM115 - owned by the child
+        self.sandbox = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--host",
+                s.sandbox_host,
+                "--port",
+                str(s.sandbox_port),
+                "--secret",
+                s.payment_secret,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        log_file.close()
+        self._wait_for(f"{s.sandbox_url}/health", 20, "payment sandbox")
+
+    def _wait_for(self, url: str, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError as err:
+                last = repr(err)
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} did not come up at {url}: {last}")
+
+    def _wait_healthy(self) -> None:
+        self._wait_for(f"{self.url}/v1/health", 120, "the HTTP API")
+
+    def stop(self) -> None:
+        if self.serve_started:
+            try:
+                serve.shutdown()
+            except Exception:
+                log.exception("serve shutdown failed")
+            self.serve_started = False
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+            self.started_ray = False
+        if self.sandbox is not None and self.sandbox.poll() is None:
+            self.sandbox.terminate()
+            try:
+                self.sandbox.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sandbox.kill()
+                self.sandbox.wait(10)
+        if self.redis is not None:
+            self.redis.stop()
+        if self.haproxy_dir is not None:
+            shutil.rmtree(self.haproxy_dir, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Settings, from the environment (prefix `O2O_`) with `REDIS_URL` and `RAY_ADDRESS` as is.
+
+Every process of the platform (driver, host actors, Serve replicas) reads the same
+settings; the driver passes its environment on to Ray's workers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="O2O_", extra="ignore", populate_by_name=True)
+
+    # Where things are. Empty REDIS_URL means: start the embedded server.
+    redis_url: str = Field("", validation_alias=AliasChoices("REDIS_URL", "O2O_REDIS_URL"))
+    ray_address: str = Field("", validation_alias=AliasChoices("RAY_ADDRESS", "O2O_RAY_ADDRESS"))
+    data_dir: Path = Path("data")
+    redis_port: int = 6390
+    # everysec loses at most about one second of acknowledged writes on a power cut;
+    # always loses none and costs a disk flush per write.
+    appendfsync: Literal["everysec", "always", "no"] = "everysec"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # "haproxy" runs Serve's HAProxy ingress, "proxy" Serve's own Python proxy.
+    # The README's front-door table is why haproxy is the default.
+    front_door: Literal["haproxy", "proxy"] = "haproxy"
+    api_replicas: int = 1
+    api_max_ongoing_requests: int = 512
+    ray_num_cpus: int = 2
+
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8100
+    payment_secret: str = "sandbox-secret-change-me"
+    # Where the provider sends its notifications: the platform's own callback route.
+    public_url: str = ""
+
+    jwt_secret: str = "dev-secret-change-me-in-production-0123456789"
+    jwt_ttl_s: int = 7 * 24 * 3600
+    dev_mode: bool = True
+
+    merchant_hosts: int = 4
+    rider_zone_hosts: int = 2
+    payment_hosts: int = 2
+    zone_resolution: int = 7
+    dispatch_rings: int = 2
+    offer_ttl_s: int = 30
+
+    inbox_maxlen: int = 10_000
+    idempotency_ttl_s: int = 24 * 3600
+    payment_timeout_s: int = 15 * 60
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://{self.sandbox_host}:{self.sandbox_port}"
+
+    @property
+    def platform_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,71 @@
+"""Commands: what somebody asks an order to do. Imperative names; they may be refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.geo import Point
+from domain.pricing import Amounts, Line
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    at: datetime
+    # A client that saw the order at some version may insist on it (409 stale_version).
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaceOrder(Command):
+    order_id: str
+    customer_id: str
+    merchant_id: str
+    lines: tuple[Line, ...]
+    amounts: Amounts
+    pickup: Point
+    dropoff: Point
+    address: str
+    coupon_code: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkPaid(Command):
+    intent_id: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceptOrder(Command):
+    prep_minutes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RejectOrder(Command):
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelOrder(Command):
+    reason: str
+    by: str  # "customer" or "system" (payment timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignRider(Command):
+    rider_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkReady(Command):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class PickUp(Command):
+    rider_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deliver(Command):
+    rider_id: str

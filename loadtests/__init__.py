@@ -1,0 +1,1 @@
+"""Load tests and the city simulator. Never imported by a process that imports ray."""

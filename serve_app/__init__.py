@@ -1,0 +1,1 @@
+"""The HTTP front door: a FastAPI app served by Ray Serve."""

@@ -1,0 +1,517 @@
+"""The HTTP API of API.md as one FastAPI app behind Ray Serve.
+
+Reads go straight to Redis from the replica; writes go through the owning actor.
+Handlers: schema in, one call, schema out.
+"""
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from ray import serve
+
+from actors.placement import Directory
+from cluster.settings import Settings
+from domain import commands as c
+from domain.errors import DomainError, forbidden, invalid, not_found
+from domain.geo import Point, zone_of
+from domain.merchants import Merchant
+from serve_app import auth, errors
+from serve_app.schemas import (
+    AcceptIn,
+    CancelIn,
+    CouponIn,
+    DevTokenIn,
+    ExpectVersion,
+    LocationIn,
+    MenuItemIn,
+    MerchantIn,
+    OrderIn,
+    RejectIn,
+    RiderStatusIn,
+)
+from storage import coupons, keys
+from storage.orders import inbox_key
+from storage.redis import connect
+
+api = FastAPI(
+    title="o2o delivery platform",
+    version="0.1.0",
+    description="Same-city delivery: merchants, orders, payments, riders and live sync.",
+)
+errors.install(api)
+
+
+def as_json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def unwrap(reply: Any) -> Any:
+    if isinstance(reply, DomainError):
+        raise reply
+    return reply
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _is_stream_id(cursor: str) -> bool:
+    ms, _, seq = cursor.partition("-")
+    return ms.isdigit() and (seq == "" or seq.isdigit())
+
+
+@serve.deployment(name="api")
+@serve.ingress(api)
+class Api:
+    """The ingress deployment. Stateless apart from its Redis pool and actor handles."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect(settings.effective_redis_url, max_connections=256)
+        self.directory = Directory(settings)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def caller(self, request: Request) -> auth.Caller:
+        return auth.decode(
+            self.settings.jwt_secret, auth.bearer(request.headers.get("authorization"))
+        )
+
+    async def idempotent(
+        self, request: Request, caller: auth.Caller, run: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """A replay with the same key and body returns the first (successful) response."""
+        key = request.headers.get("idempotency-key")
+        if not key:
+            return await run()
+        if len(key) > 200:
+            raise invalid("Idempotency-Key is too long")
+        body = await request.body()
+        digest = hashlib.sha256(
+            request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
+        ).hexdigest()
+        record_key = keys.idempotency(f"{caller.role}:{caller.sub}", key)
+        raw = await self.redis.get(record_key)
+        if raw is not None:
+            record = orjson.loads(raw)
+            if record["digest"] != digest:
+                raise DomainError(
+                    "idempotency_key_reused", "this Idempotency-Key was used with another request"
+                )
+            return Response(
+                record["body"].encode(),
+                record["status"],
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        response = await run()
+        if 200 <= response.status_code < 300:
+            record = {
+                "digest": digest,
+                "status": response.status_code,
+                "body": bytes(response.body).decode(),
+            }
+            await self.redis.set(
+                record_key, orjson.dumps(record), ex=self.settings.idempotency_ttl_s, nx=True
+            )
+        return response
+
+    async def order_owner(self, order_id: str) -> tuple[str, str, str, str]:
+        merchant_id, customer_id, rider_id, status = await self.redis.hmget(
+            keys.order(order_id), "merchant_id", "customer_id", "rider_id", "status"
+        )
+        if merchant_id is None:
+            raise not_found("order", order_id)
+        return merchant_id, customer_id, rider_id or "", status
+
+    async def act(self, order_id: str, command: c.Command, caller: auth.Caller) -> Response:
+        merchant_id, *_ = await self.order_owner(order_id)
+        host = await self.directory.host("merchant", merchant_id)
+        order = unwrap(
+            await host.act.remote(merchant_id, order_id, command, (caller.role, caller.sub))
+        )
+        return as_json(await self.order_view(order))
+
+    async def order_view(self, order: dict[str, Any]) -> dict[str, Any]:
+        view = {k: v for k, v in order.items() if k not in ("rider_id", "pickup")}
+        rider_id = order.get("rider_id")
+        if rider_id:
+            lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
+            view["rider"] = {
+                "id": rider_id,
+                "lat": float(lat) if lat is not None else None,
+                "lng": float(lng) if lng is not None else None,
+            }
+        else:
+            view["rider"] = None
+        raw = await self.redis.get(keys.payment(order["id"]))
+        if raw:
+            payment = orjson.loads(raw)
+            view["payment"] = {
+                "intent_id": payment["intent_id"],
+                "pay_url": payment["pay_url"],
+                "status": payment["status"],
+                "refunded_fen": payment["refunded_fen"],
+            }
+        return view
+
+    # -- health and auth ----------------------------------------------------------
+
+    @api.get("/v1/health/live")
+    async def live(self) -> Response:
+        return as_json({"status": "ok"})
+
+    @api.get("/v1/health")
+    async def health(self) -> Response:
+        down: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+        except Exception as err:
+            down["redis"] = repr(err)
+        try:
+            hosts = await self.directory.all_hosts()
+            await asyncio.wait_for(asyncio.gather(*(h.ping.remote() for h in hosts)), 5)
+        except Exception as err:
+            down["actors"] = repr(err)
+        if down:
+            return errors.error_response("service_unavailable", "some parts are down", 503, down)
+        return as_json({"status": "ok"})
+
+    @api.post("/v1/auth/dev-token")
+    async def dev_token(self, body: DevTokenIn) -> Response:
+        if not self.settings.dev_mode:
+            raise DomainError("route_not_found", "not found")
+        token, expires = auth.issue(
+            self.settings.jwt_secret, body.role, body.sub, self.settings.jwt_ttl_s
+        )
+        return as_json(
+            {"token": token, "expires_at": datetime.fromtimestamp(expires, UTC).isoformat()}
+        )
+
+    # -- merchants ----------------------------------------------------------------
+
+    @api.post("/v1/merchants", status_code=201)
+    async def onboard(self, body: MerchantIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("admin")
+
+        async def run() -> Response:
+            profile = body.model_dump(exclude_none=True)
+            profile["delivery"] = body.delivery.model_dump(exclude_none=True)
+            profile["id"] = body.id or f"m_{uuid.uuid4().hex[:12]}"
+            host = await self.directory.host("merchant", profile["id"])
+            return as_json(unwrap(await host.onboard.remote(profile)), 201)
+
+        return await self.idempotent(request, caller, run)
+
+    @api.get("/v1/merchants/nearby")
+    async def nearby(
+        self,
+        request: Request,
+        lat: float = Query(ge=-90, le=90),
+        lng: float = Query(ge=-180, le=180),
+        radius_m: int = Query(10_000, gt=0, le=50_000),
+        limit: int = Query(50, gt=0, le=200),
+    ) -> Response:
+        self.caller(request)
+        point = Point(lat, lng)
+        found = await self.redis.geosearch(
+            keys.MERCHANT_GEO,
+            longitude=lng,
+            latitude=lat,
+            radius=radius_m,
+            unit="m",
+            sort="ASC",
+            withdist=True,
+        )
+        if not found:
+            return as_json({"merchants": []})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for merchant_id, _ in found:
+                pipe.hget(keys.merchant(merchant_id), "profile")
+            profiles = await pipe.execute()
+        merchants = []
+        for (_, dist), raw in zip(found, profiles, strict=True):
+            if raw is None:
+                continue
+            merchant = Merchant.from_dict(orjson.loads(raw))
+            if merchant.open and merchant.delivers_to(point):
+                merchants.append({**merchant.as_dict(), "distance_m": round(float(dist), 1)})
+            if len(merchants) >= limit:
+                break
+        return as_json({"merchants": merchants})
+
+    @api.get("/v1/merchants/{merchant_id}/menu")
+    async def menu(self, merchant_id: str) -> Response:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.merchant(merchant_id), "menu_version")
+            pipe.hgetall(keys.menu(merchant_id))
+            pipe.hgetall(keys.stock(merchant_id))
+            version, items, stock = await pipe.execute()
+        if version is None:
+            raise not_found("merchant", merchant_id)
+        menu = [
+            {**orjson.loads(raw), "stock": int(stock.get(item_id, 0))}
+            for item_id, raw in sorted(items.items())
+        ]
+        return as_json({"merchant_id": merchant_id, "menu_version": int(version), "items": menu})
+
+    @api.put("/v1/merchants/{merchant_id}/menu/items/{item_id}")
+    async def set_menu_item(
+        self, merchant_id: str, item_id: str, body: MenuItemIn, request: Request
+    ) -> Response:
+        caller = self.caller(request)
+        caller.require("merchant", "admin")
+        if caller.role == "merchant" and caller.sub != merchant_id:
+            raise forbidden("a merchant changes only its own menu")
+        if not 0 < len(item_id) <= 64:
+            raise invalid("item_id must be 1 to 64 characters")
+
+        async def run() -> Response:
+            host = await self.directory.host("merchant", merchant_id)
+            item = {
+                "id": item_id,
+                "name": body.name,
+                "price_fen": body.price_fen,
+                "available": body.available,
+            }
+            return as_json(unwrap(await host.set_menu_item.remote(merchant_id, item, body.stock)))
+
+        return await self.idempotent(request, caller, run)
+
+    # -- orders -------------------------------------------------------------------
+
+    @api.post("/v1/orders", status_code=201)
+    async def place_order(self, body: OrderIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("customer")
+        key = request.headers.get("idempotency-key")
+        if key:
+            # The same key always names the same order, so a retry can never make two.
+            digest = hashlib.blake2b(f"{caller.sub}\n{key}".encode(), digest_size=10).hexdigest()
+            order_id = f"o_{digest}"
+        else:
+            order_id = f"o_{uuid.uuid4().hex[:20]}"
+
+        async def run() -> Response:
+            host = await self.directory.host("merchant", body.merchant_id)
+            request_body = body.model_dump()
+            placed = unwrap(
+                await host.place_order.remote(
+                    {**request_body, "order_id": order_id, "customer_id": caller.sub}
+                )
+            )
+            view = await self.order_view(placed["order"])
+            view["payment"] = placed["payment"]
+            return as_json(view, 201)
+
+        return await self.idempotent(request, caller, run)
+
+    @api.get("/v1/orders/{order_id}")
+    async def get_order(self, order_id: str, request: Request) -> Response:
+        caller = self.caller(request)
+        raw = await self.redis.hget(keys.order(order_id), "json")
+        if raw is None:
+            raise not_found("order", order_id)
+        order = orjson.loads(raw)
+        if caller.role != "admin" and caller.sub != order.get(f"{caller.role}_id"):
+            raise not_found("order", order_id)
+        return as_json(await self.order_view(order))
+
+    @api.get("/v1/orders")
+    async def list_orders(
+        self,
+        request: Request,
+        status: str | None = None,
+        limit: int = Query(20, gt=0, le=100),
+        cursor: int = Query(0, ge=0),
+    ) -> Response:
+        caller = self.caller(request)
+        if caller.role == "admin":
+            raise forbidden("operations list orders through the dashboard")
+        ids = await self.redis.zrevrange(
+            keys.orders_of(caller.role, caller.sub), cursor, cursor + limit - 1
+        )
+        if not ids:
+            return as_json({"orders": [], "cursor": None})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hget(keys.order(order_id), "json")
+            raws = await pipe.execute()
+        orders = [orjson.loads(r) for r in raws if r]
+        if status:
+            orders = [o for o in orders if o["status"] == status]
+        next_cursor = cursor + len(ids) if len(ids) == limit else None
+        return as_json({"orders": orders, "cursor": next_cursor})
+
+    @api.post("/v1/orders/{order_id}/cancel")
+    async def cancel(
+        self, order_id: str, request: Request, body: CancelIn | None = None
+    ) -> Response:
+        caller = self.caller(request)
+        caller.require("customer", "admin")
+        body = body or CancelIn()
+        command = c.CancelOrder(
+            at=now(), reason=body.reason, by=caller.role, expected_version=body.expected_version
+        )
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    @api.post("/v1/merchant/orders/{order_id}/accept")
+    async def accept(
+        self, order_id: str, request: Request, body: AcceptIn | None = None
+    ) -> Response:
+        caller = self.caller(request)
+        caller.require("merchant")
+        body = body or AcceptIn()
+        prep = body.prep_minutes
+        if prep is None:
+            raw = await self.redis.hget(keys.merchant(caller.sub), "profile")
+            prep = orjson.loads(raw)["prep_minutes"] if raw else 15
+        command = c.AcceptOrder(at=now(), prep_minutes=prep, expected_version=body.expected_version)
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    @api.post("/v1/merchant/orders/{order_id}/reject")
+    async def reject(self, order_id: str, body: RejectIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("merchant")
+        command = c.RejectOrder(
+            at=now(), reason=body.reason, expected_version=body.expected_version
+        )
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    @api.post("/v1/merchant/orders/{order_id}/ready")
+    async def ready(
+        self, order_id: str, request: Request, body: ExpectVersion | None = None
+    ) -> Response:
+        caller = self.caller(request)
+        caller.require("merchant")
+        command = c.MarkReady(at=now(), expected_version=(body or ExpectVersion()).expected_version)
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    # -- riders -------------------------------------------------------------------
+
+    @api.post("/v1/riders/me/status")
+    async def rider_status(self, body: RiderStatusIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("rider")
+        lat, lng = body.lat, body.lng
+        if lat is None or lng is None:
+            known = await self.redis.hmget(keys.rider(caller.sub), "lat", "lng")
+            if known[0] is None:
+                raise DomainError("location_required", "send lat and lng when going online first")
+            lat, lng = float(known[0]), float(known[1])
+        zone = zone_of(Point(lat, lng), self.settings.zone_resolution)
+        host = await self.directory.host("rider_zone", zone)
+        return as_json(
+            unwrap(await host.set_status.remote(zone, caller.sub, body.online, lat, lng))
+        )
+
+    @api.post("/v1/riders/me/location")
+    async def rider_location(self, body: LocationIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("rider")
+        zone = zone_of(Point(body.lat, body.lng), self.settings.zone_resolution)
+        host = await self.directory.host("rider_zone", zone)
+        return as_json(unwrap(await host.locate.remote(zone, caller.sub, body.lat, body.lng)))
+
+    async def answer_offer(self, offer_id: str, request: Request, accept: bool) -> Response:
+        caller = self.caller(request)
+        caller.require("rider")
+        raw = await self.redis.get(keys.offer(offer_id))
+        if raw is None:
+            raise not_found("offer", offer_id)
+        zone = orjson.loads(raw)["zone"]
+        host = await self.directory.host("rider_zone", zone)
+
+        async def run() -> Response:
+            return as_json(unwrap(await host.answer.remote(zone, offer_id, caller.sub, accept)))
+
+        return await self.idempotent(request, caller, run)
+
+    @api.post("/v1/rider/offers/{offer_id}/accept")
+    async def accept_offer(self, offer_id: str, request: Request) -> Response:
+        return await self.answer_offer(offer_id, request, True)
+
+    @api.post("/v1/rider/offers/{offer_id}/decline")
+    async def decline_offer(self, offer_id: str, request: Request) -> Response:
+        return await self.answer_offer(offer_id, request, False)
+
+    @api.post("/v1/rider/orders/{order_id}/pickup")
+    async def pickup(self, order_id: str, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("rider")
+        command = c.PickUp(at=now(), rider_id=caller.sub)
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    @api.post("/v1/rider/orders/{order_id}/deliver")
+    async def deliver(self, order_id: str, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("rider")
+        command = c.Deliver(at=now(), rider_id=caller.sub)
+        return await self.idempotent(request, caller, lambda: self.act(order_id, command, caller))
+
+    # -- payments and operations --------------------------------------------------
+
+    @api.post("/v1/payments/callback")
+    async def payment_callback(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            order_id = orjson.loads(body)["out_trade_no"]
+            if not isinstance(order_id, str):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return errors.error_response("malformed_json", "not a provider notification", 400)
+        host = await self.directory.host("payment", order_id)
+        unwrap(await host.notify.remote(body, request.headers.get("x-sandbox-signature")))
+        return PlainTextResponse("success")
+
+    @api.post("/v1/admin/coupons", status_code=201)
+    async def create_coupon(self, body: CouponIn, request: Request) -> Response:
+        caller = self.caller(request)
+        caller.require("admin")
+        spec = body.model_dump(mode="json", exclude_none=True)
+        if not await coupons.create(self.redis, spec):
+            raise DomainError("coupon_exists", "a coupon with this code exists", code=body.code)
+        return as_json(spec, 201)
+
+    # -- sync ---------------------------------------------------------------------
+
+    @api.get("/v1/sync/events")
+    async def sync_events(
+        self,
+        request: Request,
+        cursor: str | None = None,
+        wait_s: float = Query(0, ge=0, le=30),
+        limit: int = Query(100, gt=0, le=1000),
+    ) -> Response:
+        caller = self.caller(request)
+        stream = inbox_key("ops" if caller.role == "admin" else caller.role, caller.sub)
+        start = cursor or "0-0"
+        if cursor is not None and not _is_stream_id(cursor):
+            raise invalid("cursor must be a stream id like 1700000000000-0")
+        entries = await self.redis.xrange(stream, f"({start}" if cursor else "-", "+", count=limit)
+        if not entries and wait_s > 0:
+            found = await self.redis.xread({stream: start}, count=limit, block=int(wait_s * 1000))
+            entries = found[0][1] if found else []
+        events = [{"cursor": entry_id, **orjson.loads(fields["e"])} for entry_id, fields in entries]
+        return as_json({"events": events, "cursor": events[-1]["cursor"] if events else cursor})
+
+
+def build(settings: Settings) -> Any:
+    """The Serve application, bound with the platform's settings."""
+    deployment: Any = Api
+    return deployment.options(
+        num_replicas=settings.api_replicas,
+        max_ongoing_requests=settings.api_max_ongoing_requests,
+        # Stopping must not wait on idle keep-alive clients; requests finish well inside this.
+        graceful_shutdown_timeout_s=5,
+        graceful_shutdown_wait_loop_s=0.5,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(settings)

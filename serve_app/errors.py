@@ -1,0 +1,85 @@
+"""Domain error codes to HTTP statuses, and the one error shape of API.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from ray.exceptions import ActorUnavailableError, RayActorError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import DomainError
+
+STATUS_BY_CODE = {
+    "invalid_request": 422,
+    "malformed_json": 400,
+    "unauthorized": 401,
+    "bad_signature": 401,
+    "forbidden": 403,
+    "outside_delivery_range": 422,
+    "idempotency_key_reused": 422,
+    "location_required": 422,
+    "merchant_unavailable": 503,
+    "payment_unavailable": 503,
+    "service_unavailable": 503,
+    "rate_limited": 429,
+    "amount_mismatch": 400,
+}
+NOT_FOUND_SUFFIX = "_not_found"
+RETRY_AFTER_S = "2"
+
+
+def status_of(code: str) -> int:
+    if code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[code]
+    if code.endswith(NOT_FOUND_SUFFIX):
+        return 404
+    return 409
+
+
+def error_response(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None
+) -> Response:
+    headers = {"Retry-After": RETRY_AFTER_S} if status in (429, 503) else None
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def domain_error_response(err: DomainError) -> Response:
+    return error_response(err.code, err.message, status_of(err.code), err.details)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def on_domain_error(request: Request, err: DomainError) -> Response:
+        return domain_error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, err: RequestValidationError) -> Response:
+        problems = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type"),
+            }
+            for e in err.errors()
+        ]
+        if any(p["type"] == "json_invalid" for p in problems):
+            return error_response("malformed_json", "the body is not valid JSON", 400)
+        return error_response(
+            "invalid_request", "the request is invalid", 422, {"errors": problems}
+        )
+
+    @app.exception_handler(RayActorError)
+    @app.exception_handler(ActorUnavailableError)
+    async def on_actor_down(request: Request, err: Exception) -> Response:
+        # A host is restarting; the entity reloads from Redis on the next message.
+        return error_response("service_unavailable", "the entity's host is restarting", 503)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, err: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(code, str(err.detail), err.status_code)

@@ -1,0 +1,1 @@
+"""Redis, the system of record: connections, keys, Lua scripts, streams, the dev server."""

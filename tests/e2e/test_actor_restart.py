@@ -1,0 +1,43 @@
+"""A host actor that dies comes back and reloads its entities from Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ray
+
+from actors.placement import NAMESPACE, host_count, host_index, host_name
+from cluster.launcher import Platform
+from tests.e2e.conftest import Api, eventually
+from tests.e2e.test_order_loop import pay, status_of
+from tests.e2e.world import make_world
+
+
+def test_merchant_host_restarts_and_the_order_goes_on(
+    login: Callable[[str, str], Api], platform: Platform
+) -> None:
+    world = make_world(login, stock=5)
+    order = world.customer.post("/v1/orders", json=world.order_body(qty=2)).json()
+    pay(order)
+    eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
+
+    settings = platform.settings
+    index = host_index(world.merchant_id, host_count("merchant", settings))
+    host = ray.get_actor(host_name("merchant", index), namespace=NAMESPACE)
+    ray.kill(host, no_restart=False)  # a crash: Ray restarts it, its memory is gone
+
+    def accepted() -> bool:
+        answer = world.merchant.post(f"/v1/merchant/orders/{order['id']}/accept")
+        if answer.status_code >= 500:
+            time.sleep(0.5)  # the host is still coming back
+            return False
+        assert answer.status_code == 200, answer.text
+        return True
+
+    eventually(accepted, timeout_s=60, what="accept after the restart")
+    assert status_of(world.customer, order["id"]) == "accepted"
+    # The menu and stock came back from Redis, not from the dead process.
+    again = world.customer.post("/v1/orders", json=world.order_body(qty=3))
+    assert again.status_code == 201, again.text
+    assert world.stock() == 0

@@ -1,0 +1,127 @@
+"""The Lua scripts against the real Redis-protocol server: all or nothing, never oversold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from domain import commands as c
+from domain.errors import DomainError
+from domain.geo import Point
+from domain.orders import decide, evolve, place
+from domain.pricing import Amounts, Line
+from storage import coupons, keys
+from storage.orders import OrderStore
+from storage.redis import RedisClient, Scripts, connect
+from storage.server import EmbeddedRedis
+
+
+@pytest.fixture
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[RedisClient]:
+    redis = connect(f"redis://127.0.0.1:{redis_server.port}/1")
+    await redis.flushdb()
+    yield redis
+    await redis.flushdb()
+    await redis.aclose()
+
+
+def placing(order_id: str, qty: int) -> c.PlaceOrder:
+    return c.PlaceOrder(
+        at=datetime.now(UTC),
+        order_id=order_id,
+        customer_id="c1",
+        merchant_id="m1",
+        lines=(Line("rice", "Rice", qty, 300),),
+        amounts=Amounts(300 * qty, 300, 0, 300 * qty + 300),
+        pickup=Point(30.25, 120.15),
+        dropoff=Point(30.26, 120.15),
+        address="here",
+    )
+
+
+async def test_server_keeps_an_append_only_file(client: RedisClient) -> None:
+    assert (await client.config_get("appendonly"))["appendonly"] == "yes"
+
+
+async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
+    client: RedisClient,
+) -> None:
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    await client.hset(keys.stock("m1"), "rice", 3)
+    command = placing("o1", 2)
+    (event,) = decide(None, command)
+    await store.commit(None, place(command), event)
+    assert await client.hget(keys.stock("m1"), "rice") == "1"
+    assert await client.zrange(keys.orders_of("customer", "c1"), 0, -1) == ["o1"]
+    for inbox in ("inbox:customer:c1", "inbox:merchant:m1", "inbox:ops:all"):
+        (entry,) = await client.xrange(inbox)
+        assert orjson.loads(entry[1]["e"])["type"] == "order_placed"
+    loaded = await store.load("o1")
+    assert loaded == place(command)
+
+
+async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    await client.hset(keys.stock("m1"), "rice", 1)
+    command = placing("o2", 2)
+    (event,) = decide(None, command)
+    with pytest.raises(DomainError) as refused:
+        await store.commit(None, place(command), event)
+    assert refused.value.code == "out_of_stock"
+    assert refused.value.details == {"item_id": "rice", "available": 1}
+    assert sorted(await client.keys("*")) == [keys.stock("m1")]
+    assert await client.hget(keys.stock("m1"), "rice") == "1"
+
+
+async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> None:
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    await client.hset(keys.stock("m1"), "rice", 5)
+    command = placing("o3", 1)
+    (placed,) = decide(None, command)
+    order = place(command)
+    await store.commit(None, order, placed)
+    (paid,) = decide(order, c.MarkPaid(at=datetime.now(UTC), intent_id="pi", amount_fen=600))
+    after = evolve(order, paid)
+    await store.commit(order, after, paid)
+    with pytest.raises(DomainError) as refused:
+        await store.commit(order, after, paid)  # a second writer still holding version 1
+    assert refused.value.code == "stale_version"
+    assert (await store.load("o3")) == after
+    assert await client.xlen("inbox:customer:c1") == 2
+
+
+async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClient) -> None:
+    scripts = Scripts(client)
+    created = await coupons.create(
+        client,
+        {
+            "code": "POOL",
+            "discount_fen": 100,
+            "min_spend_fen": 0,
+            "total": 20,
+            "per_customer_limit": 1,
+            "starts_at": "2020-01-01T00:00:00+00:00",
+            "ends_at": "2099-01-01T00:00:00+00:00",
+        },
+    )
+    assert created
+
+    async def claim(customer: str) -> bool:
+        try:
+            await coupons.claim(scripts, "POOL", customer)
+        except DomainError:
+            return False
+        return True
+
+    # 200 customers, each trying twice, all at once.
+    outcomes = await asyncio.gather(*(claim(f"c{i % 200}") for i in range(400)))
+    assert sum(outcomes) == 20
+    assert await client.hget(keys.coupon("POOL"), "remaining") == "0"
+    claims = await client.hgetall(keys.coupon_claims("POOL"))
+    assert sorted(set(claims.values())) == ["1"]
+    await coupons.release(scripts, "POOL", next(iter(claims)))
+    assert await client.hget(keys.coupon("POOL"), "remaining") == "1"
