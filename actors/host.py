@@ -28,7 +28,9 @@ class EntityHost:
         self.settings = settings
         self.redis = connect(settings.effective_redis_url)
         self.scripts = Scripts(self.redis)
-        self.orders = OrderStore(self.redis, self.scripts, settings.inbox_maxlen)
+        self.orders = OrderStore(
+            self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
 

@@ -101,7 +101,13 @@ class MerchantHost(EntityHost):
                         keys.stock(merchant_id),
                         keys.merchant(merchant_id),
                     ],
-                    args=[menu_item.id, orjson.dumps(menu_item.as_dict()), stock],
+                    args=[
+                        menu_item.id,
+                        orjson.dumps(menu_item.as_dict()),
+                        stock,
+                        merchant_id,
+                        datetime.now(UTC).isoformat(),
+                    ],
                 )
                 state.menu[menu_item.id] = menu_item
                 state.menu_version = int(version)
@@ -156,12 +162,18 @@ class MerchantHost(EntityHost):
             now,
         )
         expected_total = request.get("expected_total_fen")
-        if expected_total is not None and expected_total != amounts.total_fen:
+        seen_version = request.get("menu_version")
+        stale_menu = seen_version is not None and seen_version != state.menu_version
+        if (expected_total is not None and expected_total != amounts.total_fen) or (
+            stale_menu and expected_total is None
+        ):
+            # A customer who saw an older menu must confirm the total it will pay now.
             raise DomainError(
                 "price_changed",
                 "the total differs from what the customer saw",
                 expected_total_fen=expected_total,
                 total_fen=amounts.total_fen,
+                menu_version=state.menu_version,
             )
         command = c.PlaceOrder(
             at=now,
@@ -239,9 +251,14 @@ class MerchantHost(EntityHost):
                     )
             case e.OrderDelivered():
                 self.spawn(
-                    self.redis.hincrby(keys.rider(event.rider_id), "load", -1),
-                    f"rider free {event.rider_id}",
+                    self._free_rider(event.rider_id, order.id), f"rider free {event.rider_id}"
                 )
+
+    async def _free_rider(self, rider_id: str, order_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(keys.rider(rider_id), "load", -1)
+            pipe.srem(keys.rider_orders(rider_id), order_id)
+            await pipe.execute()
 
     async def _dispatch(self, order: Order) -> Reply:
         zone = zone_of(order.pickup, self.settings.zone_resolution)

@@ -86,8 +86,9 @@ class PaymentShardHost(EntityHost):
         version = await self.redis.hget(keys.order(record["order_id"]), "version")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.payment(record["order_id"]), orjson.dumps(record))
-            queue_event(
+            await queue_event(
                 pipe,
+                self.scripts,
                 [
                     inbox_key("customer", record["customer_id"]),
                     inbox_key("merchant", record["merchant_id"]),
@@ -101,6 +102,7 @@ class PaymentShardHost(EntityHost):
                     "data": {"refund_no": refund_no, "amount_fen": amount},
                 },
                 self.settings.inbox_maxlen,
+                self.settings.inbox_retention_s,
             )
             await pipe.execute()
 

@@ -59,7 +59,39 @@ class RiderZoneHost(EntityHost):
     async def locate(self, zone: str, rider_id: str, lat: float, lng: float) -> Reply:
         async with self.lock(zone):
             online = await self.redis.hget(keys.rider(rider_id), "online")
-            return await self._place_rider(zone, rider_id, online == "1", lat, lng)
+            placed = await self._place_rider(zone, rider_id, online == "1", lat, lng)
+        await self._tell_customers(rider_id, lat, lng)
+        return placed
+
+    async def _tell_customers(self, rider_id: str, lat: float, lng: float) -> None:
+        """The customer of each order the rider carries sees the rider move, rate-limited."""
+        active = await self.redis.smembers(keys.rider_orders(rider_id))
+        interval_ms = int(self.settings.rider_location_interval_s * 1000)
+        for order_id in active:
+            # One gate per order across all hosts: a rider crossing zones is not told twice.
+            if not await self.redis.set(f"gate:location:{order_id}", 1, nx=True, px=interval_ms):
+                continue
+            customer_id, version, status = await self.redis.hmget(
+                keys.order(order_id), "customer_id", "version", "status"
+            )
+            if customer_id is None or status not in ("accepted", "ready", "picked_up"):
+                continue
+            await self.scripts.append_event(
+                keys=[inbox_key("customer", customer_id)],
+                args=[
+                    self.settings.inbox_maxlen,
+                    self.settings.inbox_retention_s * 1000,
+                    orjson.dumps(
+                        {
+                            "type": "rider_location",
+                            "order_id": order_id,
+                            "version": int(version),
+                            "at": datetime.now(UTC).isoformat(),
+                            "data": {"rider_id": rider_id, "lat": lat, "lng": lng},
+                        }
+                    ),
+                ],
+            )
 
     async def _place_rider(
         self, zone: str, rider_id: str, online: bool, lat: float, lng: float
@@ -158,8 +190,9 @@ class RiderZoneHost(EntityHost):
             )
             pipe.sadd(f"dispatch:{order_id}:tried", rider.rider_id)
             pipe.expire(f"dispatch:{order_id}:tried", 6 * 3600)
-            queue_event(
+            await queue_event(
                 pipe,
+                self.scripts,
                 [inbox_key("rider", rider.rider_id)],
                 {
                     "type": "offer",
@@ -169,6 +202,7 @@ class RiderZoneHost(EntityHost):
                     "data": data,
                 },
                 self.settings.inbox_maxlen,
+                self.settings.inbox_retention_s,
             )
             await pipe.execute()
         asyncio.get_running_loop().call_later(
@@ -222,7 +256,10 @@ class RiderZoneHost(EntityHost):
                 await self._close(offer_id, record, "withdrawn")
                 return assigned
             await self._close(offer_id, record, "accepted")
-            await self.redis.hincrby(keys.rider(rider_id), "load", 1)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hincrby(keys.rider(rider_id), "load", 1)
+                pipe.sadd(keys.rider_orders(rider_id), request["order_id"])
+                await pipe.execute()
             return {"offer_id": offer_id, "status": "accepted", "order": assigned}
 
     async def _retry_waiting(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "o2o"
 
 
-def haproxy_environment(hap: Path, use_haproxy: bool) -> dict[str, str]:
+def haproxy_environment(hap: Path, use_haproxy: bool, maxconn: int) -> dict[str, str]:
     """Serve reads these when its controller starts; each run gets its own files and ports.
 
     `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes.
@@ -56,9 +57,28 @@ def haproxy_environment(hap: Path, use_haproxy: bool) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_STATS_PORT": os.environ.get(
             "RAY_SERVE_HAPROXY_STATS_PORT", str(free_port())
         ),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(maxconn)),
         # Long polls and live sockets must not be cut by a proxy timeout.
         "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "3600",
     }
+
+
+def raise_open_files_limit() -> int:
+    """Every socket is a file: let this process and its children use the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def haproxy_maxconn(wanted: int) -> int:
+    # HAProxy needs about 2.5 file descriptors per connection and refuses to start
+    # when the limit cannot cover its maxconn.
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if limit == resource.RLIM_INFINITY:
+        return wanted
+    return max(1024, min(wanted, int((limit - 1000) / 2.5)))
 
 
 class Platform:
@@ -86,12 +106,15 @@ class Platform:
 
     def _start(self) -> None:
         s = self.settings
+        raise_open_files_limit()
         if not s.redis_url:
             self.redis = EmbeddedRedis(s.data_dir, s.redis_port, s.appendfsync)
             self.redis.start()
         self._start_sandbox()
         self.haproxy_dir = Path(tempfile.mkdtemp(prefix="o2o-hap-", dir="/tmp"))
-        os.environ.update(haproxy_environment(self.haproxy_dir, s.front_door == "haproxy"))
+        os.environ.update(
+            haproxy_environment(self.haproxy_dir, s.front_door == "haproxy", s.haproxy_maxconn)
+        )
         if not ray.is_initialized():
             if s.ray_address:
                 ray.init(address=s.ray_address, namespace=NAMESPACE)

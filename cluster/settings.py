@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     # The README's front-door table is why haproxy is the default.
     front_door: Literal["haproxy", "proxy"] = "haproxy"
     api_replicas: int = 1
-    api_max_ongoing_requests: int = 512
+    # An open WebSocket holds one of these slots for its whole life.
+    api_max_ongoing_requests: int = 20_000
+    # HAProxy's connection cap (Serve's default is 4,096).
+    haproxy_maxconn: int = 30_000
     ray_num_cpus: int = 2
 
     sandbox_host: str = "127.0.0.1"
@@ -51,8 +54,12 @@ class Settings(BaseSettings):
     zone_resolution: int = 7
     dispatch_rings: int = 2
     offer_ttl_s: int = 30
+    # How often a customer is told where its rider is; riders may report more often.
+    rider_location_interval_s: float = 3.0
 
     inbox_maxlen: int = 10_000
+    # A terminal away longer than this (or past maxlen events) gets resync_required.
+    inbox_retention_s: int = 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     payment_timeout_s: int = 15 * 60
 

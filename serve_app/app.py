@@ -5,6 +5,7 @@ Handlers: schema in, one call, schema out.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 
@@ -36,6 +37,7 @@ from serve_app.schemas import (
     RejectIn,
     RiderStatusIn,
 )
+from serve_app.sync import Feed, Hub, ResyncRequired, is_stream_id, menu_channel, snapshot
 from storage import coupons, keys
 from storage.orders import inbox_key
 from storage.redis import connect
@@ -62,11 +64,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _is_stream_id(cursor: str) -> bool:
-    ms, _, seq = cursor.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
-
-
 @serve.deployment(name="api")
 @serve.ingress(api)
 class Api:
@@ -76,6 +73,7 @@ class Api:
         self.settings = settings
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         self.directory = Directory(settings)
+        self.hub = Hub(settings.effective_redis_url)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -492,16 +490,94 @@ class Api:
         limit: int = Query(100, gt=0, le=1000),
     ) -> Response:
         caller = self.caller(request)
-        stream = inbox_key("ops" if caller.role == "admin" else caller.role, caller.sub)
-        start = cursor or "0-0"
-        if cursor is not None and not _is_stream_id(cursor):
+        if cursor is not None and not is_stream_id(cursor):
             raise invalid("cursor must be a stream id like 1700000000000-0")
-        entries = await self.redis.xrange(stream, f"({start}" if cursor else "-", "+", count=limit)
-        if not entries and wait_s > 0:
-            found = await self.redis.xread({stream: start}, count=limit, block=int(wait_s * 1000))
-            entries = found[0][1] if found else []
-        events = [{"cursor": entry_id, **orjson.loads(fields["e"])} for entry_id, fields in entries]
-        return as_json({"events": events, "cursor": events[-1]["cursor"] if events else cursor})
+        inbox = self.inbox_of(caller)
+        async with Feed(self.hub, self.redis, inbox, cursor) as feed:
+            try:
+                await feed.check_retained()
+            except ResyncRequired:
+                fresh = await snapshot(self.redis, inbox, caller.role, caller.sub)
+                return as_json({"events": [fresh], "cursor": fresh["cursor"]})
+            events = await feed.backlog(limit)
+            if not events and wait_s > 0:
+                await feed.subscribe()
+                events = await feed.backlog(limit) or await feed.live(wait_s)
+        return as_json({"events": events, "cursor": feed.cursor})
+
+    @api.websocket("/v1/sync/ws")
+    async def sync_ws(
+        self,
+        websocket: WebSocket,
+        cursor: str | None = None,
+        token: str | None = None,
+        viewing: str | None = None,
+    ) -> None:
+        """Everything after `cursor`, then live events, one JSON text frame each."""
+        try:
+            caller = auth.decode(
+                self.settings.jwt_secret,
+                token or auth.bearer(websocket.headers.get("authorization")),
+            )
+            if cursor is not None and not is_stream_id(cursor):
+                raise invalid("cursor must be a stream id like 1700000000000-0")
+        except DomainError as err:
+            await websocket.close(
+                code=4401 if err.code == "unauthorized" else 4422, reason=err.message
+            )
+            return
+        await websocket.accept()
+        inbox = self.inbox_of(caller)
+        async with Feed(self.hub, self.redis, inbox, cursor) as feed:
+            await feed.subscribe()
+            if viewing:
+                await self.hub.join(feed.listener, menu_channel(viewing))
+            sender = asyncio.create_task(self._push(websocket, feed, caller))
+            receiver = asyncio.create_task(self._listen(websocket, feed))
+            _, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _push(self, websocket: WebSocket, feed: Feed, caller: auth.Caller) -> None:
+        try:
+            await feed.check_retained()
+        except ResyncRequired:
+            fresh = await snapshot(self.redis, feed.inbox, caller.role, caller.sub)
+            feed.cursor = fresh["cursor"]
+            await websocket.send_text(orjson.dumps(fresh).decode())
+        while True:
+            batch = await feed.backlog()
+            for event in batch:
+                await websocket.send_text(orjson.dumps(event).decode())
+            if len(batch) < 500:
+                break
+        while True:
+            for event in await feed.live(None):
+                await websocket.send_text(orjson.dumps(event).decode())
+
+    async def _listen(self, websocket: WebSocket, feed: Feed) -> None:
+        """Commands from the terminal: which merchant it is viewing, and pings."""
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                try:
+                    command = orjson.loads(await websocket.receive_text())
+                except orjson.JSONDecodeError:
+                    continue
+                kind = command.get("type") if isinstance(command, dict) else None
+                if kind == "view" and isinstance(command.get("merchant_id"), str):
+                    for channel in [
+                        c for c in feed.listener.channels if c.startswith("notify:menu:")
+                    ]:
+                        await self.hub.leave(feed.listener, channel)
+                    await self.hub.join(feed.listener, menu_channel(command["merchant_id"]))
+                elif kind == "ping":
+                    await websocket.send_text('{"type":"pong"}')
+
+    def inbox_of(self, caller: auth.Caller) -> str:
+        return inbox_key("ops" if caller.role == "admin" else caller.role, caller.sub)
 
 
 def build(settings: Settings) -> Any:

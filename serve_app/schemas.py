@@ -67,6 +67,8 @@ class OrderIn(Strict):
     delivery: DeliveryIn
     coupon_code: Id | None = None
     expected_total_fen: Annotated[int, Field(ge=0)] | None = None
+    # The menu version the customer ordered from; a stale one needs expected_total_fen.
+    menu_version: Annotated[int, Field(ge=0)] | None = None
 
 
 class ExpectVersion(Strict):

@@ -43,6 +43,11 @@ def rider(rider_id: str) -> str:
     return f"rider:{rider_id}"
 
 
+def rider_orders(rider_id: str) -> str:
+    """The orders a rider carries now (assigned and not yet delivered)."""
+    return f"rider:{rider_id}:orders"
+
+
 def zone_riders(zone: str) -> str:
     return f"zone:{zone}:riders"
 

@@ -18,10 +18,13 @@ def inbox_key(role: str, owner_id: str) -> str:
 
 
 class OrderStore:
-    def __init__(self, client: RedisClient, scripts: Scripts, inbox_maxlen: int) -> None:
+    def __init__(
+        self, client: RedisClient, scripts: Scripts, inbox_maxlen: int, retention_s: int
+    ) -> None:
         self.client = client
         self.scripts = scripts
         self.inbox_maxlen = inbox_maxlen
+        self.retention_ms = retention_s * 1000
 
     async def load(self, order_id: str) -> Order | None:
         raw = await self.client.hget(keys.order(order_id), "json")
@@ -64,6 +67,7 @@ class OrderStore:
                 int(after.placed_at.timestamp() * 1000),
                 after.id,
                 self.inbox_maxlen,
+                self.retention_ms,
                 orjson.dumps(event.as_dict()),
             ],
         )
@@ -76,8 +80,19 @@ class OrderStore:
         raise DomainError("stale_version", "the order changed underneath", version=int(result[1]))
 
 
-def queue_event(pipe: Any, inboxes: list[str], payload: dict[str, Any], maxlen: int) -> None:
+def notify_channel(inbox: str) -> str:
+    return f"notify:{inbox}"
+
+
+async def queue_event(
+    pipe: Any,
+    scripts: Scripts,
+    inboxes: list[str],
+    payload: dict[str, Any],
+    maxlen: int,
+    retention_s: int,
+) -> None:
     """Add an event to a MULTI pipeline, so it commits together with the state it reports."""
-    body = orjson.dumps(payload)
-    for inbox in inboxes:
-        pipe.xadd(inbox, {"e": body}, maxlen=maxlen, approximate=True)
+    await scripts.append_event(
+        keys=inboxes, args=[maxlen, retention_s * 1000, orjson.dumps(payload)], client=pipe
+    )

@@ -36,6 +36,7 @@ class Scripts:
         self.set_menu_item: AsyncScript = client.register_script(_source("set_menu_item"))
         self.claim_coupon: AsyncScript = client.register_script(_source("claim_coupon"))
         self.release_coupon: AsyncScript = client.register_script(_source("release_coupon"))
+        self.append_event: AsyncScript = client.register_script(_source("append_event"))
 
 
 async def run(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:

@@ -50,7 +50,7 @@ async def test_server_keeps_an_append_only_file(client: RedisClient) -> None:
 async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
     client: RedisClient,
 ) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
     await client.hset(keys.stock("m1"), "rice", 3)
     command = placing("o1", 2)
     (event,) = decide(None, command)
@@ -65,7 +65,7 @@ async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
 
 
 async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
     await client.hset(keys.stock("m1"), "rice", 1)
     command = placing("o2", 2)
     (event,) = decide(None, command)
@@ -78,7 +78,7 @@ async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
 
 
 async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100)
+    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
     await client.hset(keys.stock("m1"), "rice", 5)
     command = placing("o3", 1)
     (placed,) = decide(None, command)
@@ -125,3 +125,42 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
     assert sorted(set(claims.values())) == ["1"]
     await coupons.release(scripts, "POOL", next(iter(claims)))
     assert await client.hget(keys.coupon("POOL"), "remaining") == "1"
+
+
+async def test_inboxes_are_trimmed_by_length_and_by_age(client: RedisClient) -> None:
+    scripts = Scripts(client)
+    body = orjson.dumps({"type": "order_paid"})
+    for _ in range(600):
+        await scripts.append_event(keys=["inbox:customer:long"], args=[200, 3_600_000, body])
+    # Approximate trimming drops whole stream nodes, never below the bound.
+    assert 200 <= await client.xlen("inbox:customer:long") <= 300
+
+    for _ in range(350):
+        await scripts.append_event(keys=["inbox:customer:old"], args=[10_000, 3_600_000, body])
+    await asyncio.sleep(0.05)
+    await scripts.append_event(keys=["inbox:customer:old"], args=[10_000, 20, body])
+    remaining = await client.xlen("inbox:customer:old")
+    assert remaining <= 100, "entries older than the retention stayed"
+    assert remaining >= 1
+
+
+async def test_every_appended_event_is_announced_with_its_stream_id(
+    client: RedisClient,
+) -> None:
+    scripts = Scripts(client)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe("notify:inbox:rider:r9")
+    await scripts.append_event(
+        keys=["inbox:rider:r9"], args=[100, 3_600_000, orjson.dumps({"type": "offer"})]
+    )
+    message = None
+    for _ in range(50):
+        message = await pubsub.get_message(timeout=0.1)
+        if message:
+            break
+    assert message is not None
+    stream_id, _, payload = message["data"].partition(" ")
+    (entry,) = await client.xrange("inbox:rider:r9")
+    assert stream_id == entry[0]
+    assert orjson.loads(payload) == {"type": "offer"}
+    await pubsub.aclose()
