@@ -38,7 +38,7 @@ unit: $(STAMP)
 	apt-get install -y wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y wrk; }
 
 bench-frontdoor: $(STAMP) /usr/bin/wrk
-	$(BIN)/python -m cluster.frontdoor
+	$(BIN)/python -m loadtests.frontdoor
 
 bench: bench-frontdoor
 

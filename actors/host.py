@@ -24,8 +24,9 @@ class EntityHost:
     could be waiting for.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
+        self.index = index
         self.redis = connect(settings.effective_redis_url)
         self.scripts = Scripts(self.redis)
         self.orders = OrderStore(

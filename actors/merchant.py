@@ -14,6 +14,7 @@ from actors.placement import Directory
 from cluster.settings import Settings
 from domain import commands as c
 from domain import events as e
+from domain import ledger
 from domain.errors import DomainError, not_found
 from domain.geo import Point, zone_of
 from domain.merchants import MenuItem, Merchant, Requested, price_order
@@ -44,8 +45,8 @@ class MerchantHost(EntityHost):
     Caches merchant profiles and menus, reloaded from Redis after a restart.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        super().__init__(settings, index)
         self.directory = Directory(settings)
         self.tariff = DeliveryTariff()
         self._state: dict[str, MerchantState] = {}
@@ -68,6 +69,7 @@ class MerchantHost(EntityHost):
     async def onboard(self, profile: dict[str, Any]) -> Reply:
         try:
             merchant = Merchant.from_dict(profile)
+            ledger.plan_or_default(merchant.split_plan)
         except DomainError as err:
             return err
         async with self.lock(merchant.id):
@@ -253,6 +255,7 @@ class MerchantHost(EntityHost):
                 self.spawn(
                     self._free_rider(event.rider_id, order.id), f"rider free {event.rider_id}"
                 )
+                self.spawn(self._settle(order), f"settle {order.id}")
 
     async def _free_rider(self, rider_id: str, order_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -264,6 +267,11 @@ class MerchantHost(EntityHost):
         zone = zone_of(order.pickup, self.settings.zone_resolution)
         zones = await self.directory.host("rider_zone", zone)
         result: Reply = await zones.dispatch.remote(zone, _dispatch_request(order))
+        return result
+
+    async def _settle(self, order: Order) -> Reply:
+        payments = await self.directory.host("payment", order.id)
+        result: Reply = await payments.settle.remote(order.id)
         return result
 
     async def _refund(self, order: Order, amount_fen: int) -> Reply:

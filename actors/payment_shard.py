@@ -1,10 +1,11 @@
-"""The payment-shard host: intents, provider notifications and refunds of its orders."""
+"""The payment-shard host: intents, provider notifications, refunds and the ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
@@ -12,38 +13,56 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from actors.host import EntityHost
-from actors.placement import Directory
+from actors.placement import Directory, host_count, host_index
 from cluster.settings import Settings
 from domain import commands as c
+from domain import ledger
 from domain.errors import DomainError
+from domain.pricing import Amounts
+from domain.reconciliation import ledger_rows, provider_rows, reconcile
 from sandbox.signing import SignatureError, verify
 from storage import keys
+from storage.ledger import LedgerStore
 from storage.orders import inbox_key, queue_event
 
 log = logging.getLogger(__name__)
 
 Reply = dict[str, Any] | DomainError
+PENDING = "payments:pending"
 
 
 class ProviderError(Exception):
     """The provider could not be reached or answered with a server error."""
 
 
+def _provider_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 class PaymentShardHost(EntityHost):
     """Hosts payment shards: the payments of the orders that hash to them.
 
-    Concurrency: one `asyncio.Lock` per order's payment, so a notification, a retry
-    of it and a refund of the same order never interleave; different orders proceed
-    in parallel, including their calls to the provider.
+    Concurrency: one `asyncio.Lock` per order's payment, so a notification, a poll, a
+    retry and a refund of the same order never interleave; different orders proceed
+    in parallel, including their calls to the provider. A background loop polls the
+    provider for intents that are still open (lost notifications) and closes the
+    ones past the payment timeout.
     Persists: `payment:{order_id}` (intent, captured and refunded amounts, refunds by
-    refund number), `payment:{order_id}:notices` (notification ids already applied),
-    and `refunded` events on the inboxes of the order's customer and merchant.
+    refund number), `payments:pending`, and the ledger (`ledger:*`: each transaction
+    posted once, with the payment record it books, in one script), plus `refunded`
+    events on the inboxes of the order's customer, merchant and operations.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        super().__init__(settings, index)
         self.directory = Directory(settings)
+        self.ledger = LedgerStore(self.redis, self.scripts)
         self._http: aiohttp.ClientSession | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- the provider -------------------------------------------------------------
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -74,6 +93,8 @@ class PaymentShardHost(EntityHost):
                     raise ProviderError(f"{method} {path}: {err}") from err
         raise ProviderError("unreachable")
 
+    # -- records ------------------------------------------------------------------
+
     async def _record(self, order_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(keys.payment(order_id))
         return orjson.loads(raw) if raw else None
@@ -81,35 +102,17 @@ class PaymentShardHost(EntityHost):
     async def _save(self, record: dict[str, Any]) -> None:
         await self.redis.set(keys.payment(record["order_id"]), orjson.dumps(record))
 
-    async def _save_refunded(self, record: dict[str, Any], refund_no: str, amount: int) -> None:
-        """Store a completed refund and tell the order's terminals, in one transaction."""
-        version = await self.redis.hget(keys.order(record["order_id"]), "version")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.payment(record["order_id"]), orjson.dumps(record))
-            await queue_event(
-                pipe,
-                self.scripts,
-                [
-                    inbox_key("customer", record["customer_id"]),
-                    inbox_key("merchant", record["merchant_id"]),
-                    inbox_key("ops", "all"),
-                ],
-                {
-                    "type": "refunded",
-                    "order_id": record["order_id"],
-                    "version": int(version or 0),
-                    "at": datetime.now(UTC).isoformat(),
-                    "data": {"refund_no": refund_no, "amount_fen": amount},
-                },
-                self.settings.inbox_maxlen,
-                self.settings.inbox_retention_s,
-            )
-            await pipe.execute()
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    # -- intents ------------------------------------------------------------------
 
     async def open_intent(
         self, order_id: str, merchant_id: str, customer_id: str, amount_fen: int
     ) -> Reply:
         """Ask the provider for a payment intent (idempotent by order id)."""
+        self._ensure_poller()
         async with self.lock(order_id):
             record = await self._record(order_id)
             if record is not None:
@@ -137,12 +140,20 @@ class PaymentShardHost(EntityHost):
                 "pay_url": body["pay_url"],
                 "amount_fen": amount_fen,
                 "status": "created",
+                "created_at": time.time(),
                 "captured_fen": 0,
                 "refunded_fen": 0,
+                "order_paid": False,
+                "split": False,
                 "refunds": {},
             }
-            await self._save(record)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(keys.payment(order_id), orjson.dumps(record))
+                pipe.zadd(PENDING, {order_id: record["created_at"]})
+                await pipe.execute()
             return _public(record)
+
+    # -- notifications ------------------------------------------------------------
 
     async def notify(self, body: bytes, signature: str | None) -> Reply:
         """Apply one provider notification; reply only once it is stored."""
@@ -159,6 +170,7 @@ class PaymentShardHost(EntityHost):
             amount = int(notice["amount_fen"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return DomainError("invalid_request", "malformed notification")
+        self._ensure_poller()
         async with self.lock(order_id):
             record = await self._record(order_id)
             if record is None:
@@ -170,25 +182,46 @@ class PaymentShardHost(EntityHost):
             if kind == "payment.succeeded":
                 if amount != record["amount_fen"]:
                     return DomainError("amount_mismatch", "amount does not match the order")
-                return await self._captured(record)
+                return await self._captured(record, _provider_time(notice.get("at")))
             if kind == "refund.succeeded":
-                return await self._refund_confirmed(record, notice.get("refund_no") or "", amount)
+                refund = record["refunds"].get(notice.get("refund_no") or "")
+                if refund is None:
+                    return DomainError("refund_not_found", "unknown refund number")
+                if refund["amount_fen"] != amount:
+                    return DomainError("amount_mismatch", "amount does not match the refund")
+                return await self._refunded(
+                    record, refund["refund_no"], _provider_time(notice.get("at"))
+                )
             return DomainError("invalid_request", f"unknown notification type {kind}")
 
-    async def _captured(self, record: dict[str, Any]) -> Reply:
-        if record["status"] == "captured":
+    async def _captured(self, record: dict[str, Any], paid_at: datetime) -> Reply:
+        """Book the capture once, then tell the order; both steps are safe to repeat."""
+        if record["status"] != "captured":
+            record.update(
+                status="captured", captured_fen=record["amount_fen"], paid_at=paid_at.isoformat()
+            )
+            txn = ledger.capture(
+                record["order_id"], record["customer_id"], record["amount_fen"], paid_at
+            )
+            posted = await self.ledger.post(
+                txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
+            )
+            await self.redis.zrem(PENDING, record["order_id"])
+            if posted:
+                month = paid_at.strftime("%Y%m")
+                await self.redis.hincrby(
+                    f"merchant:{record['merchant_id']}:volume", month, record["amount_fen"]
+                )
+        if record["order_paid"]:
             return {"applied": False, "status": "captured"}
         merchants = await self.directory.host("merchant", record["merchant_id"])
         paid = await merchants.act.remote(
             record["merchant_id"],
             record["order_id"],
-            c.MarkPaid(
-                at=datetime.now(UTC), intent_id=record["intent_id"], amount_fen=record["amount_fen"]
-            ),
+            c.MarkPaid(at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]),
             ("system", "payments"),
         )
-        record["status"] = "captured"
-        record["captured_fen"] = record["amount_fen"]
+        record["order_paid"] = True
         await self._save(record)
         if isinstance(paid, DomainError):
             # Money arrived for an order that was closed meanwhile: give it back.
@@ -201,15 +234,7 @@ class PaymentShardHost(EntityHost):
             )
         return {"applied": True, "status": "captured"}
 
-    async def _refund_confirmed(self, record: dict[str, Any], refund_no: str, amount: int) -> Reply:
-        refund = record["refunds"].get(refund_no)
-        if refund is None:
-            return DomainError("refund_not_found", "unknown refund number", refund_no=refund_no)
-        if refund["status"] != "succeeded":
-            refund["status"] = "succeeded"
-            record["refunded_fen"] += amount
-            await self._save_refunded(record, refund_no, amount)
-        return {"applied": True, "status": "refunded"}
+    # -- refunds ------------------------------------------------------------------
 
     async def refund(self, order_id: str, amount_fen: int, refund_no: str, reason: str) -> Reply:
         """Refund part or all of a captured payment, once per refund number."""
@@ -219,19 +244,24 @@ class PaymentShardHost(EntityHost):
                 return DomainError("not_paid", "nothing was captured for this order")
             existing = record["refunds"].get(refund_no)
             if existing is not None:
+                if existing["amount_fen"] != amount_fen:
+                    return DomainError(
+                        "refund_no_conflict", "this refund number has another amount"
+                    )
+                if existing["status"] == "pending":
+                    return await self._ask_refund(record, existing)
                 return existing
             pending = sum(
                 r["amount_fen"] for r in record["refunds"].values() if r["status"] == "pending"
             )
-            if (
-                amount_fen <= 0
-                or amount_fen + record["refunded_fen"] + pending > record["captured_fen"]
-            ):
+            refundable = record["captured_fen"] - record["refunded_fen"] - pending
+            if amount_fen <= 0 or amount_fen > refundable:
                 return DomainError(
                     "refund_exceeds_payment",
                     "refunds may not exceed what was captured",
                     captured_fen=record["captured_fen"],
                     refunded_fen=record["refunded_fen"],
+                    refundable_fen=max(refundable, 0),
                 )
             refund = {
                 "refund_no": refund_no,
@@ -241,20 +271,195 @@ class PaymentShardHost(EntityHost):
             }
             record["refunds"][refund_no] = refund
             await self._save(record)
-            try:
-                status, body = await self._call(
-                    "POST",
-                    "/v1/refunds",
-                    {"refund_no": refund_no, "out_trade_no": order_id, "amount_fen": amount_fen},
-                )
-            except ProviderError as err:
-                log.warning("refund %s pending: %s", refund_no, err)
-                return refund
-            if status in (200, 201) and body.get("status") == "succeeded":
-                refund["status"] = "succeeded"
-                record["refunded_fen"] += amount_fen
-                await self._save_refunded(record, refund_no, amount_fen)
+            return await self._ask_refund(record, refund)
+
+    async def _ask_refund(self, record: dict[str, Any], refund: dict[str, Any]) -> Reply:
+        try:
+            status, body = await self._call(
+                "POST",
+                "/v1/refunds",
+                {
+                    "refund_no": refund["refund_no"],
+                    "out_trade_no": record["order_id"],
+                    "amount_fen": refund["amount_fen"],
+                },
+            )
+        except ProviderError as err:
+            log.warning("refund %s pending: %s", refund["refund_no"], err)
             return refund
+        if status in (200, 201) and body.get("status") == "succeeded":
+            await self._refunded(
+                record, refund["refund_no"], _provider_time(body.get("refunded_at"))
+            )
+        else:
+            log.warning("refund %s refused by the provider: %s", refund["refund_no"], body)
+        return record["refunds"][refund["refund_no"]]
+
+    async def _refunded(self, record: dict[str, Any], refund_no: str, at: datetime) -> Reply:
+        """Book a refund the provider made, once, with its event; settle a closed order."""
+        refund = record["refunds"][refund_no]
+        if refund["status"] == "succeeded":
+            return {"applied": False, "status": "refunded"}
+        history = await self.ledger.of_order(record["order_id"])
+        txn = ledger.refund(
+            refund_no,
+            record["order_id"],
+            record["customer_id"],
+            refund["amount_fen"],
+            record["captured_fen"],
+            record["refunded_fen"],
+            ledger.order_holdings(history, record["order_id"]),
+            at,
+        )
+        refund.update(status="succeeded", refunded_at=at.isoformat())
+        record["refunded_fen"] += refund["amount_fen"]
+        version = await self.redis.hget(keys.order(record["order_id"]), "version")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self.ledger.post(
+                txn, record["merchant_id"], (keys.payment(record["order_id"]), record), client=pipe
+            )
+            await queue_event(
+                pipe,
+                self.scripts,
+                [
+                    inbox_key("customer", record["customer_id"]),
+                    inbox_key("merchant", record["merchant_id"]),
+                    inbox_key("ops", "all"),
+                ],
+                {
+                    "type": "refunded",
+                    "order_id": record["order_id"],
+                    "version": int(version or 0),
+                    "at": at.isoformat(),
+                    "data": {"refund_no": refund_no, "amount_fen": refund["amount_fen"]},
+                },
+                self.settings.inbox_maxlen,
+                self.settings.inbox_retention_s,
+            )
+            await pipe.execute()
+        if record["refunded_fen"] == record["captured_fen"] and not record["split"]:
+            # A closed order still owes the provider's fee: book it now, once.
+            await self._split(record, None)
+        return {"applied": True, "status": "refunded"}
+
+    # -- settlement ---------------------------------------------------------------
+
+    async def settle(self, order_id: str) -> Reply:
+        """Divide a delivered order's money by its merchant's split plan (once)."""
+        async with self.lock(order_id):
+            record = await self._record(order_id)
+            if record is None or record["status"] != "captured":
+                return DomainError("not_paid", "nothing was captured for this order")
+            raw = await self.redis.hget(keys.order(order_id), "json")
+            order = orjson.loads(raw) if raw else {}
+            return await self._split(record, order.get("rider_id"))
+
+    async def _split(self, record: dict[str, Any], rider_id: str | None) -> Reply:
+        if record["split"]:
+            return {"applied": False, "split": True}
+        raw_order, raw_profile = await asyncio.gather(
+            self.redis.hget(keys.order(record["order_id"]), "json"),
+            self.redis.hget(keys.merchant(record["merchant_id"]), "profile"),
+        )
+        order = orjson.loads(raw_order)
+        profile = orjson.loads(raw_profile) if raw_profile else {}
+        paid_at = _provider_time(record.get("paid_at"))
+        volume = await self.redis.hget(
+            f"merchant:{record['merchant_id']}:volume", paid_at.strftime("%Y%m")
+        )
+        try:
+            txn = ledger.split_capture(
+                record["order_id"],
+                record["merchant_id"],
+                rider_id,
+                Amounts(**order["amounts"]),
+                record["captured_fen"],
+                provider_fee_fen(record["captured_fen"], self.settings.provider_fee_bp),
+                int(volume or 0),
+                ledger.plan_or_default(profile.get("split_plan")),
+                datetime.now(UTC),
+                refunded_fen=record["refunded_fen"],
+            )
+        except DomainError as err:
+            return err
+        record["split"] = True
+        await self.ledger.post(
+            txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
+        )
+        return {"applied": True, "split": True}
+
+    async def reconcile(self, day: date) -> Reply:
+        try:
+            status, statement = await self._call("GET", f"/v1/statements?date={day.isoformat()}")
+        except ProviderError:
+            return DomainError("payment_unavailable", "the provider's statement is unavailable")
+        if status != 200:
+            return DomainError("payment_unavailable", "the provider refused the statement")
+        report = reconcile(
+            provider_rows(statement["rows"]), ledger_rows(await self.ledger.of_day(day))
+        )
+        return {"date": day.isoformat(), **report}
+
+    # -- lost notifications and abandoned intents ---------------------------------
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.payment_poll_s)
+            try:
+                await self.poll_once()
+            except Exception:
+                log.exception("payment poll failed")
+
+    async def poll_once(self) -> int:
+        """Ask the provider about this host's open intents; returns how many were settled."""
+        hosts = host_count("payment", self.settings)
+        due = await self.redis.zrangebyscore(
+            PENDING, "-inf", time.time() - self.settings.payment_poll_s, start=0, num=500
+        )
+        mine = [oid for oid in due if host_index(oid, hosts) == self.index]
+        settled = 0
+        for order_id in mine:
+            async with self.lock(order_id):
+                settled += await self._check(order_id)
+        return settled
+
+    async def _check(self, order_id: str) -> int:
+        record = await self._record(order_id)
+        if record is None or record["status"] != "created":
+            await self.redis.zrem(PENDING, order_id)
+            return 0
+        status, view = await self._call("GET", f"/v1/orders/{order_id}")
+        if status == 200 and view.get("status") == "paid":
+            await self._captured(record, _provider_time(view.get("paid_at")))
+            return 1
+        order_status = await self.redis.hget(keys.order(order_id), "status")
+        expired = time.time() - record["created_at"] > self.settings.payment_timeout_s
+        if order_status == "pending_payment" and not expired:
+            return 0
+        closed, _ = await self._call("POST", f"/v1/intents/{record['intent_id']}/close")
+        if closed == 409:  # paid at the last moment
+            status, view = await self._call("GET", f"/v1/orders/{order_id}")
+            await self._captured(record, _provider_time(view.get("paid_at")))
+            return 1
+        record["status"] = "closed"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.payment(order_id), orjson.dumps(record))
+            pipe.zrem(PENDING, order_id)
+            await pipe.execute()
+        if order_status == "pending_payment":
+            merchants = await self.directory.host("merchant", record["merchant_id"])
+            await merchants.act.remote(
+                record["merchant_id"],
+                order_id,
+                c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
+                ("system", "payments"),
+            )
+        return 1
+
+
+def provider_fee_fen(amount_fen: int, fee_bp: int) -> int:
+    """The provider's fee on a payment, rounded half up to the fen (its statement agrees)."""
+    return (amount_fen * fee_bp + 5000) // 10000
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:

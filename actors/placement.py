@@ -72,7 +72,7 @@ def start_hosts(settings: Settings) -> list[ActorHandle]:
     for kind in KINDS:
         cls = _actor_class(kind)
         for i in range(host_count(kind, settings)):
-            handles.append(cls.options(**_options(kind, i)).remote(settings))
+            handles.append(cls.options(**_options(kind, i)).remote(settings, i))
     return handles
 
 

@@ -39,8 +39,8 @@ class RiderZoneHost(EntityHost):
     events on the offered rider's inbox only.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        super().__init__(settings, index)
         self.directory = Directory(settings)
         self._retry_loop: asyncio.Task[None] | None = None
         self._zones_seen: set[str] = set()

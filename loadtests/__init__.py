@@ -1,1 +1,5 @@
-"""Load tests and the city simulator. Never imported by a process that imports ray."""
+"""Load tests, benchmarks and the city simulator.
+
+Locust files are never imported by a process that imports ray (locust patches the
+process with gevent); the benchmark drivers here start the platform themselves.
+"""

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from ray import serve
 from actors.placement import Directory
 from cluster.settings import Settings
 from domain import commands as c
+from domain import ledger
 from domain.errors import DomainError, forbidden, invalid, not_found
 from domain.geo import Point, zone_of
 from domain.merchants import Merchant
@@ -34,13 +35,15 @@ from serve_app.schemas import (
     MenuItemIn,
     MerchantIn,
     OrderIn,
+    RefundIn,
     RejectIn,
     RiderStatusIn,
 )
 from serve_app.sync import Feed, Hub, ResyncRequired, is_stream_id, menu_channel, snapshot
 from storage import coupons, keys
+from storage.ledger import LedgerStore
 from storage.orders import inbox_key
-from storage.redis import connect
+from storage.redis import Scripts, connect
 
 api = FastAPI(
     title="o2o delivery platform",
@@ -74,6 +77,7 @@ class Api:
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         self.directory = Directory(settings)
         self.hub = Hub(settings.effective_redis_url)
+        self.ledger = LedgerStore(self.redis, Scripts(self.redis))
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -478,6 +482,44 @@ class Api:
         if not await coupons.create(self.redis, spec):
             raise DomainError("coupon_exists", "a coupon with this code exists", code=body.code)
         return as_json(spec, 201)
+
+    @api.post("/v1/admin/orders/{order_id}/refund")
+    async def admin_refund(self, order_id: str, body: RefundIn, request: Request) -> Response:
+        """A partial or full refund; the Idempotency-Key (or a new id) is its refund number."""
+        caller = self.caller(request)
+        caller.require("admin")
+        await self.order_owner(order_id)
+        key = request.headers.get("idempotency-key")
+        suffix = (
+            hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+            if key
+            else uuid.uuid4().hex[:12]
+        )
+        refund_no = f"{order_id}-a{suffix}"
+
+        async def run() -> Response:
+            host = await self.directory.host("payment", order_id)
+            refund = unwrap(
+                await host.refund.remote(order_id, body.amount_fen, refund_no, body.reason)
+            )
+            return as_json({"order_id": order_id, **refund})
+
+        return await self.idempotent(request, caller, run)
+
+    @api.get("/v1/merchant/settlement")
+    async def settlement(self, request: Request, day: date = Query(alias="date")) -> Response:
+        caller = self.caller(request)
+        caller.require("merchant")
+        txns = await self.ledger.of_merchant_day(caller.sub, day)
+        report = ledger.settlement(txns, caller.sub, day)
+        return as_json({"merchant_id": caller.sub, "date": day.isoformat(), **report})
+
+    @api.post("/v1/admin/reconciliation")
+    async def reconciliation(self, request: Request, day: date = Query(alias="date")) -> Response:
+        caller = self.caller(request)
+        caller.require("admin")
+        host = await self.directory.host("payment", "reconciliation")
+        return as_json(unwrap(await host.reconcile.remote(day)))
 
     # -- sync ---------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ STATUS_BY_CODE = {
     "service_unavailable": 503,
     "rate_limited": 429,
     "amount_mismatch": 400,
+    "invalid_split_plan": 422,
+    "invalid_date": 422,
 }
 NOT_FOUND_SUFFIX = "_not_found"
 RETRY_AFTER_S = "2"

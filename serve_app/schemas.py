@@ -117,3 +117,8 @@ class CouponIn(Strict):
         if self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self
+
+
+class RefundIn(Strict):
+    amount_fen: Annotated[int, Field(gt=0)]
+    reason: Annotated[str, Field(max_length=500)] = "partial refund"

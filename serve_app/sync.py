@@ -72,6 +72,7 @@ class Hub:
         self._by_channel: dict[str, set[Listener]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._subscribing = asyncio.Lock()
 
     @property
     def connections(self) -> int:
@@ -85,13 +86,15 @@ class Hub:
 
     async def join(self, listener: Listener, channel: str) -> None:
         await self._ensure()
-        members = self._by_channel.get(channel)
-        if members is None:
-            members = self._by_channel[channel] = set()
-            await self._pubsub.subscribe(channel)
-            self._ready.set()
-        members.add(listener)
-        listener.channels.add(channel)
+        # One at a time: concurrent first SUBSCRIBEs would each take their own connection.
+        async with self._subscribing:
+            members = self._by_channel.get(channel)
+            if members is None:
+                await self._pubsub.subscribe(channel)
+                members = self._by_channel[channel] = set()
+                self._ready.set()
+            members.add(listener)
+            listener.channels.add(channel)
 
     async def leave(self, listener: Listener, channel: str | None = None) -> None:
         for ch in [channel] if channel else list(listener.channels):
@@ -102,21 +105,25 @@ class Hub:
             members.discard(listener)
             if not members:
                 del self._by_channel[ch]
-                with contextlib.suppress(RedisConnectionError):
-                    await self._pubsub.unsubscribe(ch)
+                async with self._subscribing:
+                    if ch not in self._by_channel:
+                        with contextlib.suppress(RedisConnectionError):
+                            await self._pubsub.unsubscribe(ch)
 
     async def _run(self) -> None:
         while True:
-            try:
+            if not self._by_channel:
+                self._ready.clear()
                 await self._ready.wait()
+            try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisConnectionError, OSError) as err:
                 log.warning("sync hub lost Redis (%s); resubscribing", err)
                 await self._reconnect()
                 continue
             except RuntimeError:
-                # No subscription yet (all listeners left): wait for the next join.
-                self._ready.clear()
+                # The first SUBSCRIBE is still on its way; the connection is not set yet.
+                await asyncio.sleep(0.01)
                 continue
             if message is None or message.get("type") != "message":
                 continue

@@ -30,6 +30,9 @@ def platform(
         http_port=free_port(),
         sandbox_port=free_port(),
         offer_ttl_s=30,
+        # Fast enough to test lost notifications and abandoned payments in seconds.
+        payment_poll_s=1.0,
+        payment_timeout_s=20,
     )
     running = Platform(settings, run_dir)
     running.start()

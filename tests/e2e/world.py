@@ -47,6 +47,7 @@ def make_world(
     stock: int = 20,
     accept_mode: str = "manual",
     rider_online: bool = True,
+    split_plan: dict[str, Any] | None = None,
 ) -> World:
     spot = next(_spots)
     lat, lng = CITY[0] + 0.15 * (spot + 1), CITY[1]
@@ -62,6 +63,7 @@ def make_world(
             "delivery": {"radius_m": 3000},
             "prep_minutes": 10,
             "accept_mode": accept_mode,
+            **({"split_plan": split_plan} if split_plan else {}),
         },
     )
     assert created.status_code == 201, created.text

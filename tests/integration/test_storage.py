@@ -102,7 +102,7 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
             "code": "POOL",
             "discount_fen": 100,
             "min_spend_fen": 0,
-            "total": 20,
+            "total": 100,
             "per_customer_limit": 1,
             "starts_at": "2020-01-01T00:00:00+00:00",
             "ends_at": "2099-01-01T00:00:00+00:00",
@@ -117,9 +117,9 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
             return False
         return True
 
-    # 200 customers, each trying twice, all at once.
-    outcomes = await asyncio.gather(*(claim(f"c{i % 200}") for i in range(400)))
-    assert sum(outcomes) == 20
+    # 1,000 claims at once from 500 customers (each tries twice) on a pool of 100.
+    outcomes = await asyncio.gather(*(claim(f"c{i % 500}") for i in range(1000)))
+    assert sum(outcomes) == 100
     assert await client.hget(keys.coupon("POOL"), "remaining") == "0"
     claims = await client.hgetall(keys.coupon_claims("POOL"))
     assert sorted(set(claims.values())) == ["1"]

@@ -5,7 +5,7 @@ merchants with deep stock, then drive `GET /v1/health/live` (the floor: Serve an
 nothing else) and `POST /v1/orders` (an actor, a Lua script, a payment intent) with
 wrk at a fixed concurrency. Writes `bench/frontdoor.json` and prints a table.
 
-    python -m cluster.frontdoor [--duration 15] [--connections 32]
+    python -m loadtests.frontdoor [--duration 15] [--connections 32]
 """
 
 from __future__ import annotations

