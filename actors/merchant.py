@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from domain.geo import Point, zone_of
 from domain.merchants import MenuItem, Merchant, Requested, price_order
 from domain.orders import Order, authorize, decide, evolve, place
 from domain.pricing import DeliveryTariff
-from storage import coupons, keys
+from storage import coupons, keys, metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,10 @@ class MerchantHost(EntityHost):
                 )
                 pipe.sadd(keys.MERCHANT_IDS, merchant.id)
                 pipe.zadd(keys.MERCHANT_MAX_REACH, {merchant.id: reach})
+                pipe.incr(keys.MERCHANTS_VERSION)
                 await pipe.execute()
             self._state[merchant.id] = MerchantState(merchant, {}, 0)
+        await metrics.count(self.redis, datetime.now(UTC), onboarded=1)
         return merchant.as_dict()
 
     async def set_menu_item(self, merchant_id: str, item: dict[str, Any], stock: int) -> Reply:
@@ -132,6 +134,11 @@ class MerchantHost(EntityHost):
                     order = existing
                 else:
                     order = await self._place(request, now)
+                    zone = zone_of(order.dropoff, self.settings.zone_resolution)
+                    self.spawn(
+                        metrics.order_placed(self.redis, now, zone, order.customer_id),
+                        f"count {order.id}",
+                    )
         except DomainError as err:
             return err
         payments = await self.directory.host("payment", order.id)
@@ -252,16 +259,18 @@ class MerchantHost(EntityHost):
                         f"coupon back {order.id}",
                     )
             case e.OrderDelivered():
-                self.spawn(
-                    self._free_rider(event.rider_id, order.id), f"rider free {event.rider_id}"
-                )
+                self.spawn(self._free_rider(event.rider_id, order), f"rider free {event.rider_id}")
                 self.spawn(self._settle(order), f"settle {order.id}")
 
-    async def _free_rider(self, rider_id: str, order_id: str) -> None:
+    async def _free_rider(self, rider_id: str, order: Order) -> None:
+        now = datetime.now(UTC)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(keys.rider(rider_id), "load", -1)
-            pipe.srem(keys.rider_orders(rider_id), order_id)
+            pipe.hincrby(keys.rider(rider_id), f"delivered:{now:%Y%m%d}", 1)
+            pipe.srem(keys.rider_orders(rider_id), order.id)
             await pipe.execute()
+        seconds = int((now - order.placed_at).total_seconds())
+        await metrics.count(self.redis, now, delivered=1, delivery_seconds=seconds)
 
     async def _dispatch(self, order: Order) -> Reply:
         zone = zone_of(order.pickup, self.settings.zone_resolution)
@@ -283,10 +292,17 @@ class MerchantHost(EntityHost):
 
 
 def _dispatch_request(order: Order) -> dict[str, Any]:
+    accepted_at = next((t.at for t in order.timeline if t.status == "accepted"), None)
+    ready_at = (
+        accepted_at + timedelta(minutes=order.prep_minutes)
+        if accepted_at is not None and order.prep_minutes is not None
+        else None
+    )
     return {
         "order_id": order.id,
         "merchant_id": order.merchant_id,
         "version": order.version,
+        "ready_at": ready_at.isoformat() if ready_at else None,
         "pickup": {"lat": order.pickup.lat, "lng": order.pickup.lng},
         "dropoff": {"lat": order.dropoff.lat, "lng": order.dropoff.lng},
     }

@@ -21,7 +21,7 @@ from domain.errors import DomainError
 from domain.pricing import Amounts
 from domain.reconciliation import ledger_rows, provider_rows, reconcile
 from sandbox.signing import SignatureError, verify
-from storage import keys
+from storage import keys, metrics
 from storage.ledger import LedgerStore
 from storage.orders import inbox_key, queue_event
 
@@ -208,6 +208,7 @@ class PaymentShardHost(EntityHost):
             )
             await self.redis.zrem(PENDING, record["order_id"])
             if posted:
+                await metrics.count(self.redis, paid_at, gmv_fen=record["amount_fen"])
                 month = paid_at.strftime("%Y%m")
                 await self.redis.hincrby(
                     f"merchant:{record['merchant_id']}:volume", month, record["amount_fen"]

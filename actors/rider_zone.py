@@ -6,19 +6,20 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from actors.host import EntityHost
-from actors.placement import Directory
+from actors.placement import Directory, host_count, host_index
 from cluster.settings import Settings
 from domain import commands as c
-from domain.dispatch import Offer, RiderPosition, rank_riders
+from domain.dispatch import Dispatch, Job, Offer, RiderPosition, Weights, eta, rank
 from domain.errors import DomainError, forbidden, not_found
 from domain.geo import Point, zones_around
-from storage import keys
+from storage import keys, metrics
 from storage.orders import inbox_key, queue_event
 
 log = logging.getLogger(__name__)
@@ -28,31 +29,63 @@ SEARCH_RADIUS_M = 8000
 RETRY_WAITING_S = 5.0
 
 
+def day_field(at: datetime) -> str:
+    return f"delivered:{at:%Y%m%d}"
+
+
+@dataclass
+class ZoneState:
+    """A zone's riders as last reported: rider id -> (position, seen at)."""
+
+    riders: dict[str, tuple[Point, float]] = field(default_factory=dict)
+
+
 class RiderZoneHost(EntityHost):
     """Hosts rider-zone entities, one per h3 cell.
 
     Concurrency: one `asyncio.Lock` per zone; a zone's location updates, offers and
     answers run one at a time. Offer expiry and the retry of orders that found no
     rider are asyncio timers on this host.
-    Persists: `rider:{id}` (position, zone, online, load), `zone:{cell}:riders` (GEO
-    set of online riders), `offer:{id}`, `dispatch:waiting:{cell}`, and `offer`
-    events on the offered rider's inbox only.
+    Keeps the zone's online riders in memory (loaded from Redis on first use after a
+    start) and persists: `rider:{id}` (position, zone, online, load, deliveries per
+    day), `rider:{id}:orders`, `zone:{cell}:riders` (GEO set of online riders),
+    `offer:{id}`, `dispatch:waiting:{cell}`, the order's `eta`, and `offer` events on
+    the offered rider's inbox only.
     """
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.directory = Directory(settings)
+        self.weights = Weights(capacity=settings.rider_capacity)
         self._retry_loop: asyncio.Task[None] | None = None
-        self._zones_seen: set[str] = set()
+        self._zones: dict[str, ZoneState] = {}
 
-    def _ensure_retry_loop(self, zone: str) -> None:
-        self._zones_seen.add(zone)
-        if self._retry_loop is None:
+    def _ensure_retry_loop(self) -> None:
+        if self._retry_loop is None or self._retry_loop.done():
             self._retry_loop = asyncio.get_running_loop().create_task(self._retry_waiting())
+
+    async def _zone(self, zone: str) -> ZoneState:
+        state = self._zones.get(zone)
+        if state is None:
+            state = self._zones[zone] = ZoneState()
+            members = await self.redis.zrange(keys.zone_riders(zone), 0, -1)
+            if members:
+                positions = await self.redis.geopos(keys.zone_riders(zone), *members)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for rider_id in members:
+                        pipe.hget(keys.rider(rider_id), "seen_at")
+                    seen = await pipe.execute()
+                for rider_id, pos, at in zip(members, positions, seen, strict=True):
+                    if pos is not None:
+                        state.riders[rider_id] = (Point(pos[1], pos[0]), float(at or 0))
+        return state
+
+    # -- where riders are ---------------------------------------------------------
 
     async def set_status(
         self, zone: str, rider_id: str, online: bool, lat: float, lng: float
     ) -> Reply:
+        self._ensure_retry_loop()
         async with self.lock(zone):
             return await self._place_rider(zone, rider_id, online, lat, lng)
 
@@ -60,43 +93,21 @@ class RiderZoneHost(EntityHost):
         async with self.lock(zone):
             online = await self.redis.hget(keys.rider(rider_id), "online")
             placed = await self._place_rider(zone, rider_id, online == "1", lat, lng)
-        await self._tell_customers(rider_id, lat, lng)
+        await self._tell_customers(rider_id, Point(lat, lng))
         return placed
 
-    async def _tell_customers(self, rider_id: str, lat: float, lng: float) -> None:
-        """The customer of each order the rider carries sees the rider move, rate-limited."""
-        active = await self.redis.smembers(keys.rider_orders(rider_id))
-        interval_ms = int(self.settings.rider_location_interval_s * 1000)
-        for order_id in active:
-            # One gate per order across all hosts: a rider crossing zones is not told twice.
-            if not await self.redis.set(f"gate:location:{order_id}", 1, nx=True, px=interval_ms):
-                continue
-            customer_id, version, status = await self.redis.hmget(
-                keys.order(order_id), "customer_id", "version", "status"
-            )
-            if customer_id is None or status not in ("accepted", "ready", "picked_up"):
-                continue
-            await self.scripts.append_event(
-                keys=[inbox_key("customer", customer_id)],
-                args=[
-                    self.settings.inbox_maxlen,
-                    self.settings.inbox_retention_s * 1000,
-                    orjson.dumps(
-                        {
-                            "type": "rider_location",
-                            "order_id": order_id,
-                            "version": int(version),
-                            "at": datetime.now(UTC).isoformat(),
-                            "data": {"rider_id": rider_id, "lat": lat, "lng": lng},
-                        }
-                    ),
-                ],
-            )
+    async def forget(self, zone: str, rider_id: str) -> None:
+        """A rider crossed into another zone: drop it from this zone's memory."""
+        async with self.lock(zone):
+            state = self._zones.get(zone)
+            if state is not None:
+                state.riders.pop(rider_id, None)
 
     async def _place_rider(
         self, zone: str, rider_id: str, online: bool, lat: float, lng: float
     ) -> Reply:
         old_zone = await self.redis.hget(keys.rider(rider_id), "zone")
+        now = time.time()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 keys.rider(rider_id),
@@ -105,7 +116,7 @@ class RiderZoneHost(EntityHost):
                     "lng": lng,
                     "zone": zone,
                     "online": "1" if online else "0",
-                    "seen_at": time.time(),
+                    "seen_at": now,
                 },
             )
             pipe.hsetnx(keys.rider(rider_id), "load", 0)
@@ -116,68 +127,150 @@ class RiderZoneHost(EntityHost):
             else:
                 pipe.zrem(keys.zone_riders(zone), rider_id)
             await pipe.execute()
+        state = await self._zone(zone)
+        if online:
+            state.riders[rider_id] = (Point(lat, lng), now)
+        else:
+            state.riders.pop(rider_id, None)
+        if old_zone and old_zone != zone:
+            # The rider now belongs to the other zone's entity.
+            old_host = await self.directory.host("rider_zone", old_zone)
+            old_host.forget.remote(old_zone, rider_id)
         return {"rider_id": rider_id, "online": online, "zone": zone, "lat": lat, "lng": lng}
 
-    async def _candidates(self, zone: str, pickup: Point) -> list[RiderPosition]:
-        zones = zones_around(zone, self.settings.dispatch_rings)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for z in zones:
-                pipe.geosearch(
-                    keys.zone_riders(z),
-                    longitude=pickup.lng,
-                    latitude=pickup.lat,
-                    radius=SEARCH_RADIUS_M,
-                    unit="m",
-                    sort="ASC",
-                    count=20,
-                )
-            found = await pipe.execute()
-        rider_ids = sorted({rid for ids in found for rid in ids})
+    async def _tell_customers(self, rider_id: str, at: Point) -> None:
+        """The customer of each order the rider carries sees it move and its new ETA."""
+        active = await self.redis.smembers(keys.rider_orders(rider_id))
+        interval_ms = int(self.settings.rider_location_interval_s * 1000)
+        for order_id in active:
+            # One gate per order across all hosts: a rider crossing zones is not told twice.
+            if not await self.redis.set(f"gate:location:{order_id}", 1, nx=True, px=interval_ms):
+                continue
+            raw, version, status = await self.redis.hmget(
+                keys.order(order_id), "json", "version", "status"
+            )
+            if raw is None or status not in ("accepted", "ready", "picked_up"):
+                continue
+            order = orjson.loads(raw)
+            new_eta = _eta_of(order, at)
+            await self.redis.hset(keys.order(order_id), "eta", orjson.dumps(new_eta))
+            await self.scripts.append_event(
+                keys=[inbox_key("customer", order["customer_id"])],
+                args=[
+                    self.settings.inbox_maxlen,
+                    self.settings.inbox_retention_s * 1000,
+                    orjson.dumps(
+                        {
+                            "type": "rider_location",
+                            "order_id": order_id,
+                            "version": int(version),
+                            "at": datetime.now(UTC).isoformat(),
+                            "data": {
+                                "rider_id": rider_id,
+                                "lat": at.lat,
+                                "lng": at.lng,
+                                "eta": new_eta,
+                            },
+                        }
+                    ),
+                ],
+            )
+
+    # -- who carries what ---------------------------------------------------------
+
+    async def _candidates(self, zone: str, pickup: Point, rings: int) -> list[RiderPosition]:
+        found: set[str] = set((await self._zone(zone)).riders)
+        neighbours = [z for z in zones_around(zone, rings) if z != zone]
+        if neighbours:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for z in neighbours:
+                    pipe.geosearch(
+                        keys.zone_riders(z),
+                        longitude=pickup.lng,
+                        latitude=pickup.lat,
+                        radius=SEARCH_RADIUS_M,
+                        unit="m",
+                        sort="ASC",
+                        count=20,
+                    )
+                for ids in await pipe.execute():
+                    found.update(ids)
+        rider_ids = sorted(found)
         if not rider_ids:
             return []
+        today = day_field(datetime.now(UTC))
         async with self.redis.pipeline(transaction=False) as pipe:
             for rid in rider_ids:
-                pipe.hmget(keys.rider(rid), "lat", "lng", "seen_at", "online", "load")
+                pipe.hmget(keys.rider(rid), "lat", "lng", "seen_at", "online", "load", today)
+                pipe.smembers(keys.rider_orders(rid))
+                pipe.exists(keys.rider_offer(rid))
             rows = await pipe.execute()
+        carried = sorted({oid for i in range(1, len(rows), 3) for oid in rows[i]})
+        orders: dict[str, dict[str, Any]] = {}
+        if carried:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for oid in carried:
+                    pipe.hget(keys.order(oid), "json")
+                for oid, raw in zip(carried, await pipe.execute(), strict=True):
+                    if raw:
+                        orders[oid] = orjson.loads(raw)
         riders = []
-        for rid, (lat, lng, seen_at, online, load) in zip(rider_ids, rows, strict=True):
+        for n, rid in enumerate(rider_ids):
+            lat, lng, seen_at, online, load, delivered = rows[3 * n]
             if lat is None or online != "1":
                 continue
+            jobs = tuple(_job(orders[oid]) for oid in sorted(rows[3 * n + 1]) if oid in orders)
             riders.append(
                 RiderPosition(
                     rider_id=rid,
                     at_point=Point(float(lat), float(lng)),
                     seen_at=datetime.fromtimestamp(float(seen_at), UTC),
                     busy=int(load or 0) > 0,
+                    jobs=jobs,
+                    delivered_today=int(delivered or 0),
+                    offered=bool(rows[3 * n + 2]),
                 )
             )
         return riders
 
     async def dispatch(self, zone: str, request: dict[str, Any]) -> Reply:
         """Offer an order to the best rider near its pickup, or queue it to try again."""
-        self._ensure_retry_loop(zone)
+        self._ensure_retry_loop()
         async with self.lock(zone):
             return await self._offer_next(zone, request)
 
     async def _offer_next(self, zone: str, request: dict[str, Any]) -> Reply:
         order_id = request["order_id"]
-        pickup = Point(**request["pickup"])
+        order = Dispatch(
+            order_id=order_id,
+            merchant_id=request["merchant_id"],
+            pickup=Point(**request["pickup"]),
+            dropoff=Point(**request["dropoff"]),
+            ready_at=datetime.fromisoformat(request["ready_at"])
+            if request.get("ready_at")
+            else None,
+        )
         now = datetime.now(UTC)
         tried = frozenset(await self.redis.smembers(f"dispatch:{order_id}:tried"))
-        ranked = rank_riders(pickup, await self._candidates(zone, pickup), now, exclude=tried)
-        if not ranked:
-            await self.redis.zadd(
-                keys.dispatch_waiting(zone), {orjson.dumps(request).decode(): time.time()}
+        ranked: list[RiderPosition] = []
+        # Widen ring by ring: the zone first, then its neighbours, out to the limit.
+        for rings in range(0, self.settings.dispatch_rings + 1):
+            candidates = await self._candidates(zone, order.pickup, rings)
+            ranked = rank(
+                self.settings.dispatch_policy, order, candidates, now, tried, self.weights
             )
-            return {"order_id": order_id, "offered_to": None, "waiting": True}
+            if ranked:
+                break
+        if not ranked:
+            return await self._wait(zone, request, now)
         rider = ranked[0]
         offer = Offer(
             offer_id=f"of_{uuid.uuid4().hex[:16]}",
             order_id=order_id,
             rider_id=rider.rider_id,
             zone=zone,
-            pickup=pickup,
-            dropoff=Point(**request["dropoff"]),
+            pickup=order.pickup,
+            dropoff=order.dropoff,
             expires_at=now + timedelta(seconds=self.settings.offer_ttl_s),
         )
         record = {**offer.as_dict(), "status": "open", "request": request}
@@ -188,6 +281,7 @@ class RiderZoneHost(EntityHost):
                 orjson.dumps(record),
                 ex=self.settings.offer_ttl_s + 3600,
             )
+            pipe.set(keys.rider_offer(rider.rider_id), offer.offer_id, ex=self.settings.offer_ttl_s)
             pipe.sadd(f"dispatch:{order_id}:tried", rider.rider_id)
             pipe.expire(f"dispatch:{order_id}:tried", 6 * 3600)
             await queue_event(
@@ -205,11 +299,35 @@ class RiderZoneHost(EntityHost):
                 self.settings.inbox_retention_s,
             )
             await pipe.execute()
+        await metrics.count(self.redis, now, offers=1)
         asyncio.get_running_loop().call_later(
             self.settings.offer_ttl_s,
             lambda: self.spawn(self._expire(zone, offer.offer_id), f"expire {offer.offer_id}"),
         )
         return {"order_id": order_id, "offered_to": rider.rider_id, "offer_id": offer.offer_id}
+
+    async def _wait(self, zone: str, request: dict[str, Any], now: datetime) -> Reply:
+        """No rider anywhere near: park the order, tell operations once, retry later."""
+        member = orjson.dumps(request).decode()
+        added = await self.redis.zadd(keys.dispatch_waiting(zone), {member: time.time()}, nx=True)
+        if added and not request.get("told_ops"):
+            await self.scripts.append_event(
+                keys=[keys.OPS_INBOX],
+                args=[
+                    self.settings.inbox_maxlen,
+                    self.settings.inbox_retention_s * 1000,
+                    orjson.dumps(
+                        {
+                            "type": "dispatch_waiting",
+                            "order_id": request["order_id"],
+                            "version": request["version"],
+                            "at": now.isoformat(),
+                            "data": {"zone": zone},
+                        }
+                    ),
+                ],
+            )
+        return {"order_id": request["order_id"], "offered_to": None, "waiting": True}
 
     async def _expire(self, zone: str, offer_id: str) -> Reply:
         async with self.lock(zone):
@@ -225,7 +343,10 @@ class RiderZoneHost(EntityHost):
 
     async def _close(self, offer_id: str, record: dict[str, Any], status: str) -> None:
         record["status"] = status
-        await self.redis.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
+            pipe.delete(keys.rider_offer(record["rider_id"]))
+            await pipe.execute()
 
     async def answer(self, zone: str, offer_id: str, rider_id: str, accept: bool) -> Reply:
         """The offered rider accepts or declines; an accepted offer assigns the rider."""
@@ -256,22 +377,59 @@ class RiderZoneHost(EntityHost):
                 await self._close(offer_id, record, "withdrawn")
                 return assigned
             await self._close(offer_id, record, "accepted")
+            lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
+            first_eta = _eta_of(assigned, Point(float(lat), float(lng))) if lat else None
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hincrby(keys.rider(rider_id), "load", 1)
                 pipe.sadd(keys.rider_orders(rider_id), request["order_id"])
+                if first_eta:
+                    pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
                 await pipe.execute()
-            return {"offer_id": offer_id, "status": "accepted", "order": assigned}
+            await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
+            return {"offer_id": offer_id, "status": "accepted", "order": assigned, "eta": first_eta}
 
     async def _retry_waiting(self) -> None:
         """Orders that found no rider are offered again every few seconds."""
         while True:
             await asyncio.sleep(RETRY_WAITING_S)
-            for zone in list(self._zones_seen):
-                try:
-                    waiting = await self.redis.zrange(keys.dispatch_waiting(zone), 0, 49)
-                    for raw in waiting:
-                        await self.redis.zrem(keys.dispatch_waiting(zone), raw)
-                        async with self.lock(zone):
-                            await self._offer_next(zone, orjson.loads(raw))
-                except Exception:
-                    log.exception("retrying waiting orders of %s failed", zone)
+            try:
+                zones = [k.split(":")[2] async for k in self.redis.scan_iter("dispatch:waiting:*")]
+                for zone in zones:
+                    if await self._mine(zone):
+                        await self._retry_zone(zone)
+            except Exception:
+                log.exception("retrying waiting orders failed")
+
+    async def _mine(self, zone: str) -> bool:
+        return host_index(zone, host_count("rider_zone", self.settings)) == self.index
+
+    async def _retry_zone(self, zone: str) -> None:
+        waiting = await self.redis.zrange(keys.dispatch_waiting(zone), 0, 49)
+        for raw in waiting:
+            await self.redis.zrem(keys.dispatch_waiting(zone), raw)
+            request = orjson.loads(raw)
+            status = await self.redis.hget(keys.order(request["order_id"]), "status")
+            if status not in ("accepted", "ready"):
+                continue
+            # Riders who declined earlier may take it now that time has passed.
+            await self.redis.delete(f"dispatch:{request['order_id']}:tried")
+            async with self.lock(zone):
+                await self._offer_next(zone, {**request, "told_ops": True})
+
+
+def _job(order: dict[str, Any]) -> Job:
+    return Job(
+        order_id=order["id"],
+        merchant_id=order["merchant_id"],
+        pickup=Point(order["pickup"]["lat"], order["pickup"]["lng"]),
+        dropoff=Point(order["delivery"]["lat"], order["delivery"]["lng"]),
+        picked_up=order["status"] == "picked_up",
+    )
+
+
+def _eta_of(order: dict[str, Any], rider_at: Point) -> dict[str, str]:
+    ready_at = None
+    accepted = next((t["at"] for t in order["timeline"] if t["status"] == "accepted"), None)
+    if accepted and order.get("prep_minutes") is not None:
+        ready_at = datetime.fromisoformat(accepted) + timedelta(minutes=order["prep_minutes"])
+    return eta(rider_at, _job(order), datetime.now(UTC), ready_at).as_dict()

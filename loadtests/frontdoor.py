@@ -90,7 +90,15 @@ def _ms(value: str, unit: str) -> float:
 
 
 def run_wrk(url: str, duration_s: int, connections: int, script: Path | None) -> dict[str, Any]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
+    cmd = [
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if script is not None:
         cmd += ["-s", str(script)]
     cmd.append(url)

@@ -7,6 +7,7 @@ Handlers: schema in, one call, schema out.
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -22,9 +23,9 @@ from cluster.settings import Settings
 from domain import commands as c
 from domain import ledger
 from domain.errors import DomainError, forbidden, invalid, not_found
-from domain.geo import Point, zone_of
-from domain.merchants import Merchant
+from domain.geo import Point, zone_of, zones_around
 from serve_app import auth, errors
+from serve_app.merchants import ProfileCache
 from serve_app.schemas import (
     AcceptIn,
     CancelIn,
@@ -40,7 +41,7 @@ from serve_app.schemas import (
     RiderStatusIn,
 )
 from serve_app.sync import Feed, Hub, ResyncRequired, is_stream_id, menu_channel, snapshot
-from storage import coupons, keys
+from storage import coupons, keys, metrics
 from storage.ledger import LedgerStore
 from storage.orders import inbox_key
 from storage.redis import Scripts, connect
@@ -77,6 +78,7 @@ class Api:
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         self.directory = Directory(settings)
         self.hub = Hub(settings.effective_redis_url)
+        self.profiles = ProfileCache(self.redis)
         self.ledger = LedgerStore(self.redis, Scripts(self.redis))
 
     # -- plumbing -----------------------------------------------------------------
@@ -153,6 +155,8 @@ class Api:
             }
         else:
             view["rider"] = None
+        raw_eta = await self.redis.hget(keys.order(order["id"]), "eta")
+        view["eta"] = orjson.loads(raw_eta) if raw_eta and order.get("rider_id") else None
         raw = await self.redis.get(keys.payment(order["id"]))
         if raw:
             payment = orjson.loads(raw)
@@ -223,32 +227,7 @@ class Api:
         limit: int = Query(50, gt=0, le=200),
     ) -> Response:
         self.caller(request)
-        point = Point(lat, lng)
-        found = await self.redis.geosearch(
-            keys.MERCHANT_GEO,
-            longitude=lng,
-            latitude=lat,
-            radius=radius_m,
-            unit="m",
-            sort="ASC",
-            withdist=True,
-        )
-        if not found:
-            return as_json({"merchants": []})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for merchant_id, _ in found:
-                pipe.hget(keys.merchant(merchant_id), "profile")
-            profiles = await pipe.execute()
-        merchants = []
-        for (_, dist), raw in zip(found, profiles, strict=True):
-            if raw is None:
-                continue
-            merchant = Merchant.from_dict(orjson.loads(raw))
-            if merchant.open and merchant.delivers_to(point):
-                merchants.append({**merchant.as_dict(), "distance_m": round(float(dist), 1)})
-            if len(merchants) >= limit:
-                break
-        return as_json({"merchants": merchants})
+        return as_json({"merchants": await self.profiles.nearby(lat, lng, radius_m, limit)})
 
     @api.get("/v1/merchants/{merchant_id}/menu")
     async def menu(self, merchant_id: str) -> Response:
@@ -520,6 +499,67 @@ class Api:
         caller.require("admin")
         host = await self.directory.host("payment", "reconciliation")
         return as_json(unwrap(await host.reconcile.remote(day)))
+
+    @api.get("/v1/admin/metrics")
+    async def admin_metrics(
+        self, request: Request, window_min: int = Query(15, gt=0, le=1440)
+    ) -> Response:
+        """Operations' dashboard figures over a sliding window, hot zones and waiting orders."""
+        caller = self.caller(request)
+        caller.require("admin")
+        figures = await metrics.summary(self.redis, now(), window_min)
+        zone_orders: dict[str, int] = figures.pop("zone_orders")
+        waiting: dict[str, dict[str, Any]] = {}
+        async for key in self.redis.scan_iter("dispatch:waiting:*"):
+            entries = await self.redis.zrange(key, 0, -1, withscores=True)
+            if entries:
+                waiting[key.split(":")[2]] = {
+                    "orders": len(entries),
+                    "oldest_s": round(time.time() - min(score for _, score in entries), 1),
+                }
+        hot = []
+        zones = sorted(set(zone_orders) | set(waiting), key=lambda z: -zone_orders.get(z, 0))[:10]
+        for zone in zones:
+            idle = await self.idle_riders(zone)
+            need = metrics.riders_needed(zone_orders.get(zone, 0), window_min, idle)
+            hot.append(
+                {
+                    "zone": zone,
+                    "orders": zone_orders.get(zone, 0),
+                    "waiting": waiting.get(zone, {}).get("orders", 0),
+                    "idle_riders": idle,
+                    "riders_needed": need,
+                }
+            )
+        for entry in hot:
+            if entry["riders_needed"] > 0:
+                entry["move_from"] = await self.spare_riders_near(entry["zone"], hot)
+        return as_json({**figures, "hot_zones": hot, "waiting": waiting})
+
+    async def idle_riders(self, zone: str) -> int:
+        members = await self.redis.zrange(keys.zone_riders(zone), 0, -1)
+        if not members:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rider_id in members:
+                pipe.hmget(keys.rider(rider_id), "load", "seen_at")
+            rows = await pipe.execute()
+        fresh_after = time.time() - 60
+        return sum(
+            1 for load, seen in rows if int(load or 0) == 0 and float(seen or 0) > fresh_after
+        )
+
+    async def spare_riders_near(self, zone: str, hot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Neighbouring zones with idle riders and no unmet demand of their own."""
+        short = {h["zone"] for h in hot if h["riders_needed"] > 0}
+        spare = []
+        for near in zones_around(zone, 2)[1:]:
+            if near in short:
+                continue
+            idle = await self.idle_riders(near)
+            if idle:
+                spare.append({"zone": near, "idle_riders": idle})
+        return spare[:5]
 
     # -- sync ---------------------------------------------------------------------
 

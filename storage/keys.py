@@ -26,6 +26,8 @@ def stock(merchant_id: str) -> str:
 MERCHANT_GEO = "geo:merchants"
 MERCHANT_IDS = "merchants"
 MERCHANT_MAX_REACH = "merchants:max_reach_m"
+# Bumped by every change of any merchant profile; read paths cache profiles until it moves.
+MERCHANTS_VERSION = "merchants:version"
 
 
 def inbox(role: str, owner_id: str) -> str:
@@ -46,6 +48,11 @@ def rider(rider_id: str) -> str:
 def rider_orders(rider_id: str) -> str:
     """The orders a rider carries now (assigned and not yet delivered)."""
     return f"rider:{rider_id}:orders"
+
+
+def rider_offer(rider_id: str) -> str:
+    """The offer a rider has not answered yet (expires with the offer)."""
+    return f"rider:{rider_id}:offer"
 
 
 def zone_riders(zone: str) -> str:

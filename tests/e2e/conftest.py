@@ -29,7 +29,7 @@ def platform(
         ray_address="",
         http_port=free_port(),
         sandbox_port=free_port(),
-        offer_ttl_s=30,
+        offer_ttl_s=6,
         # Fast enough to test lost notifications and abandoned payments in seconds.
         payment_poll_s=1.0,
         payment_timeout_s=20,

@@ -1,0 +1,98 @@
+"""Operational counters in per-minute buckets, kept two days, summed over a window."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from storage.redis import RedisClient
+
+KEEP_S = 2 * 24 * 3600
+
+
+def minute_of(at: datetime) -> int:
+    return int(at.timestamp() // 60)
+
+
+def _bucket(minute: int) -> str:
+    return f"metrics:m:{minute}"
+
+
+def _zones(minute: int) -> str:
+    return f"metrics:zones:{minute}"
+
+
+async def count(client: RedisClient, at: datetime, **fields: int) -> None:
+    key = _bucket(minute_of(at))
+    async with client.pipeline(transaction=False) as pipe:
+        for name, amount in fields.items():
+            pipe.hincrby(key, name, amount)
+        pipe.expire(key, KEEP_S)
+        await pipe.execute()
+
+
+async def order_placed(client: RedisClient, at: datetime, zone: str, customer_id: str) -> None:
+    minute = minute_of(at)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hincrby(_bucket(minute), "orders", 1)
+        pipe.expire(_bucket(minute), KEEP_S)
+        pipe.hincrby(_zones(minute), zone, 1)
+        pipe.expire(_zones(minute), KEEP_S)
+        pipe.hincrby("metrics:customer_orders", customer_id, 1)
+        _, _, _, _, placed_before = await pipe.execute()
+    if placed_before == 1:
+        await client.incr("metrics:customers")
+    elif placed_before == 2:
+        await client.incr("metrics:repeat_customers")
+
+
+async def window(
+    client: RedisClient, now: datetime, minutes: int
+) -> tuple[Counter[str], Counter[str]]:
+    last = minute_of(now)
+    async with client.pipeline(transaction=False) as pipe:
+        for minute in range(last - minutes + 1, last + 1):
+            pipe.hgetall(_bucket(minute))
+            pipe.hgetall(_zones(minute))
+        rows = await pipe.execute()
+    totals: Counter[str] = Counter()
+    zones: Counter[str] = Counter()
+    for i in range(0, len(rows), 2):
+        totals.update({k: int(v) for k, v in rows[i].items()})
+        zones.update({k: int(v) for k, v in rows[i + 1].items()})
+    return totals, zones
+
+
+def riders_needed(orders_in_window: int, window_minutes: int, idle: int) -> int:
+    """Riders a zone lacks: a rider completes about one order per 20 minutes at lunch."""
+    demand = math.ceil(orders_in_window * 20 / max(window_minutes, 1))
+    return max(0, demand - idle)
+
+
+async def summary(client: RedisClient, now: datetime, minutes: int) -> dict[str, Any]:
+    totals, zones = await window(client, now, minutes)
+    customers = int(await client.get("metrics:customers") or 0)
+    repeaters = int(await client.get("metrics:repeat_customers") or 0)
+    day_totals, _ = await window(client, now, 24 * 60)
+    delivered = totals.get("delivered", 0)
+    offers = totals.get("offers", 0)
+    return {
+        "window_minutes": minutes,
+        "orders": totals.get("orders", 0),
+        "orders_per_min": round(totals.get("orders", 0) / minutes, 2),
+        "gmv_fen": totals.get("gmv_fen", 0),
+        "delivered": delivered,
+        "avg_delivery_minutes": (
+            round(totals.get("delivery_seconds", 0) / delivered / 60, 1) if delivered else None
+        ),
+        "offers": offers,
+        "dispatch_success_rate": (
+            round(totals.get("offers_accepted", 0) / offers, 3) if offers else None
+        ),
+        "merchants_onboarded_24h": day_totals.get("onboarded", 0),
+        "merchant_onboarding_per_hour": round(day_totals.get("onboarded", 0) / 24, 2),
+        "repeat_purchase_rate": round(repeaters / customers, 3) if customers else None,
+        "zone_orders": dict(zones.most_common(20)),
+    }
