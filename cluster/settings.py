@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     zone_resolution: int = 7
     dispatch_rings: int = 2
     offer_ttl_s: int = 30
+    # "score" weighs distance, load, ready time and fairness; "nearest" is the baseline.
+    dispatch_policy: Literal["score", "nearest"] = "score"
+    # Orders one rider may carry at once when the policy batches them.
+    rider_capacity: int = 3
     # How often a customer is told where its rider is; riders may report more often.
     rider_location_interval_s: float = 3.0
 
