@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor clean
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -37,10 +37,24 @@ unit: $(STAMP)
 /usr/bin/wrk:
 	apt-get install -y wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y wrk; }
 
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(VENV)/.bench
+
 bench-frontdoor: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.frontdoor
 
-bench: bench-frontdoor
+bench-sync: $(STAMP)
+	$(BIN)/python -m loadtests.bench_sync
+
+bench-nearby: $(STAMP) /usr/bin/wrk
+	$(BIN)/python -m loadtests.bench_nearby
+
+bench-memory: $(STAMP) /usr/bin/wrk
+	$(BIN)/python -m loadtests.bench_memory
+
+bench: $(VENV)/.bench /usr/bin/wrk
+	$(BIN)/python -m loadtests.bench
 
 clean:
 	rm -rf $(VENV) data bench/*.tmp

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from cluster.settings import Settings
@@ -21,7 +23,10 @@ class EntityHost:
     Each entity has its own `asyncio.Lock`, its serial mailbox: messages to one entity
     run one at a time while other entities on the same host proceed. Nothing that
     awaits another entity's host is done while holding a lock that the other side
-    could be waiting for.
+    could be waiting for. A lock lives only while somebody holds or waits for it, and
+    an entity's cached state is dropped after `entity_idle_s` without messages (it is
+    reloaded from Redis on the next one), so a host's memory follows its active
+    entities, not every entity it ever saw.
     """
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
@@ -32,14 +37,61 @@ class EntityHost:
         self.orders = OrderStore(
             self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
         )
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._caches: list[dict[str, Any]] = []
+        self._touched: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def lock(self, entity_id: str) -> asyncio.Lock:
-        found = self._locks.get(entity_id)
-        if found is None:
-            found = self._locks[entity_id] = asyncio.Lock()
-        return found
+    @asynccontextmanager
+    async def lock(self, entity_id: str) -> AsyncIterator[None]:
+        """Hold the entity's mailbox; the lock is forgotten when nobody needs it."""
+        entry = self._locks.get(entity_id)
+        if entry is None:
+            entry = self._locks[entity_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        if self._caches:
+            self._touched[entity_id] = time.monotonic()
+            self._ensure_sweeper()
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[entity_id]
+
+    def cache(self, store: dict[str, Any]) -> dict[str, Any]:
+        """Register a per-entity cache that the idle sweep may empty."""
+        self._caches.append(store)
+        return store
+
+    def _ensure_sweeper(self) -> None:
+        if self._caches and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self.settings.entity_idle_s))
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop the cached state of entities idle for `entity_idle_s`; returns how many."""
+        cutoff = (now if now is not None else time.monotonic()) - self.settings.entity_idle_s
+        idle = [e for e, at in self._touched.items() if at < cutoff and e not in self._locks]
+        for entity_id in idle:
+            del self._touched[entity_id]
+            for store in self._caches:
+                store.pop(entity_id, None)
+        return len(idle)
+
+    async def stats(self) -> dict[str, int]:
+        return {
+            "locks": len(self._locks),
+            "entities_cached": sum(len(c) for c in self._caches),
+            "background_tasks": len(self._background),
+        }
 
     def spawn(self, work: Awaitable[Any], what: str) -> None:
         """Run follow-up work after the reply; failures are logged, never lost silently."""

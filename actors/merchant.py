@@ -49,7 +49,7 @@ class MerchantHost(EntityHost):
         super().__init__(settings, index)
         self.directory = Directory(settings)
         self.tariff = DeliveryTariff()
-        self._state: dict[str, MerchantState] = {}
+        self._state: dict[str, MerchantState] = self.cache({})
 
     async def _load(self, merchant_id: str) -> MerchantState:
         state = self._state.get(merchant_id)
@@ -127,18 +127,26 @@ class MerchantHost(EntityHost):
         now = datetime.now(UTC)
         try:
             async with self.lock(merchant_id):
-                existing = await self.orders.load(order_id)
+                # Only a retry can find its order already there (the id comes from the
+                # Idempotency-Key); a coupon must not be claimed again for it.
+                existing = await self.orders.load(order_id) if request.get("coupon_code") else None
+                if existing is None:
+                    try:
+                        order = await self._place(request, now)
+                    except DomainError as err:
+                        if err.code != "stale_version":
+                            raise
+                        existing = await self.orders.load(order_id)
+                    else:
+                        zone = zone_of(order.dropoff, self.settings.zone_resolution)
+                        self.spawn(
+                            metrics.order_placed(self.redis, now, zone, order.customer_id),
+                            f"count {order.id}",
+                        )
                 if existing is not None:
                     if existing.customer_id != customer_id:
                         return DomainError("order_exists", "order id taken")
                     order = existing
-                else:
-                    order = await self._place(request, now)
-                    zone = zone_of(order.dropoff, self.settings.zone_resolution)
-                    self.spawn(
-                        metrics.order_placed(self.redis, now, zone, order.customer_id),
-                        f"count {order.id}",
-                    )
         except DomainError as err:
             return err
         payments = await self.directory.host("payment", order.id)

@@ -58,7 +58,7 @@ class RiderZoneHost(EntityHost):
         self.directory = Directory(settings)
         self.weights = Weights(capacity=settings.rider_capacity)
         self._retry_loop: asyncio.Task[None] | None = None
-        self._zones: dict[str, ZoneState] = {}
+        self._zones: dict[str, ZoneState] = self.cache({})
 
     def _ensure_retry_loop(self) -> None:
         if self._retry_loop is None or self._retry_loop.done():

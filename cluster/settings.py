@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     jwt_ttl_s: int = 7 * 24 * 3600
     dev_mode: bool = True
 
+    # An entity without messages this long has its cached state dropped from memory.
+    entity_idle_s: float = 600.0
     merchant_hosts: int = 4
     rider_zone_hosts: int = 2
     payment_hosts: int = 2

@@ -163,19 +163,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("bench/frontdoor.json"))
     parser.add_argument("--mode", choices=("proxy", "haproxy"), help=argparse.SUPPRESS)
+    parser.add_argument("--modes", default="proxy,haproxy", help="front doors to measure")
     args = parser.parse_args()
     if args.mode:
         with tempfile.TemporaryDirectory(prefix="o2o-bench-") as tmp:
             print(json.dumps(measure(args.mode, args.duration, args.connections, Path(tmp))))
         return
     results: dict[str, Any] = {"connections": args.connections, "duration_s": args.duration}
-    for mode in ("proxy", "haproxy"):
+    modes = args.modes.split(",")
+    for mode in modes:
         # Each mode in a fresh process: Serve reads its ingress mode once per process.
         child = subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "cluster.frontdoor",
+                "loadtests.frontdoor",
                 "--mode",
                 mode,
                 "--duration",
@@ -193,7 +195,7 @@ def main() -> None:
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, one API replica, 2 cores shared\n")
     print("| front door | route | requests/s | p50 ms | p99 ms | non-2xx | wrk CPU share |")
     print("|---|---|---|---|---|---|---|")
-    for mode in ("proxy", "haproxy"):
+    for mode in modes:
         for route, name in (("floor", "GET /v1/health/live"), ("place_order", "POST /v1/orders")):
             r = results[mode][route]
             print(

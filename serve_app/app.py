@@ -289,8 +289,9 @@ class Api:
                     {**request_body, "order_id": order_id, "customer_id": caller.sub}
                 )
             )
-            view = await self.order_view(placed["order"])
-            view["payment"] = placed["payment"]
+            # A new order has no rider and its payment came with the reply: no reads.
+            view = {k: v for k, v in placed["order"].items() if k not in ("rider_id", "pickup")}
+            view.update(rider=None, eta=None, payment=placed["payment"])
             return as_json(view, 201)
 
         return await self.idempotent(request, caller, run)

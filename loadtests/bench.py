@@ -1,0 +1,272 @@
+"""`make bench`: the platform's speed figures, side by side, in one run on this machine.
+
+One platform (HAProxy front door), then at a fixed concurrency:
+- the floor: `GET /v1/health/live`, Serve and nothing else;
+- order placement: `POST /v1/orders` (merchant actor, Lua script, payment intent);
+- order read: `GET /v1/orders/{id}` while placement runs at full speed beside it;
+- the full loop: locust users walking place → pay → accept → offer → ready → pickup →
+  deliver with no think time (`--processes 2`), orders delivered per second and every
+  step's p99;
+then the resident memory of every process the run started. wrk and locust share the
+two cores with the platform; their CPU share is reported beside each figure.
+Writes bench/results.json and bench/results.png.
+
+    python -m loadtests.bench [--duration 15] [--connections 32] [--users 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from cluster.launcher import Platform
+from cluster.settings import Settings
+from loadtests.frontdoor import prepare, run_wrk, wrk_script
+from storage.server import free_port
+
+
+def read_script(path: Path, token: str, order_ids: list[str]) -> Path:
+    lua = ["local ids = {"] + [f'  "{oid}",' for oid in order_ids] + ["}", "local i = 0"]
+    lua += [
+        "request = function()",
+        "  i = i + 1",
+        '  return wrk.format("GET", "/v1/orders/" .. ids[(i % #ids) + 1],',
+        f'    {{["Authorization"] = "Bearer {token}"}})',
+        "end",
+    ]
+    path.write_text("\n".join(lua) + "\n")
+    return path
+
+
+def placed_orders(url: str, token: str) -> list[str]:
+    answer = httpx.get(
+        f"{url}/v1/orders", params={"limit": 100}, headers={"Authorization": f"Bearer {token}"}
+    )
+    return [o["id"] for o in answer.json()["orders"]]
+
+
+def full_loop(url: str, users: int, duration_s: int, work: Path) -> dict[str, Any]:
+    """Locust as its own processes (it must never share a process with ray)."""
+    env = {
+        **os.environ,
+        "LT_SHAPE": "off",
+        "LT_ACCEPT_THINK_S": "0",
+        "LT_PREP_S": "0",
+        "LT_TRAVEL_S": "0",
+        "LT_ORDER_POLL_S": "0.2",
+        "LT_MERCHANTS": "16",
+        "LT_MERCHANT_USERS": "4",
+    }
+    prefix = work / "loop"
+    started = time.monotonic()
+    proc = psutil.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtests/locustfile.py",
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{duration_s}s",
+            "--host",
+            url,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--processes",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cpu = 0.0
+    while proc.poll() is None and time.monotonic() - started < duration_s + 120:
+        with contextlib.suppress(psutil.Error):
+            cpu = sum(
+                p.cpu_times().user + p.cpu_times().system
+                for p in [proc, *proc.children(recursive=True)]
+            )
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
+    wall = time.monotonic() - started
+    steps: dict[str, Any] = {}
+    with open(f"{prefix}_stats.csv") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                continue
+            steps[f"{row['Type']} {row['Name']}"] = {
+                "count": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "p50_ms": float(row["50%"] or 0),
+                "p99_ms": float(row["99%"] or 0),
+            }
+    delivered = next(
+        (
+            v["count"]
+            for k, v in steps.items()
+            if "delivered" in k.lower() and k.startswith("ORDER")
+        ),
+        0,
+    )
+    # Long polls wait by design; every other HTTP step counts for the worst p99.
+    http_steps = {
+        k: v for k, v in steps.items() if not k.startswith("ORDER") and "sync/events" not in k
+    }
+    return {
+        "users": users,
+        "duration_s": duration_s,
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / duration_s, 1),
+        "worst_step_p99_ms": max((v["p99_ms"] for v in http_steps.values()), default=None),
+        "failures": sum(v["failures"] for v in steps.values()),
+        "steps": steps,
+        "locust_cpu_share": round(cpu / wall / psutil.cpu_count(), 3),
+    }
+
+
+def memory(platform_pid: int) -> dict[str, float]:
+    """Resident memory (MiB) of every process this run started, by its title."""
+    out: dict[str, float] = {}
+    for proc in psutil.Process(platform_pid).children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())[:60] or proc.name()
+            name = title.split()[0] if title.startswith("ray::") else proc.name()
+            rss = proc.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+        key = name
+        n = 2
+        while key in out:
+            key, n = f"{name} #{n}", n + 1
+        out[key] = round(rss, 1)
+    return out
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [
+        ("floor", results["floor"]["requests_per_s"], results["floor"]["p99_ms"]),
+        ("place order", results["place_order"]["requests_per_s"], results["place_order"]["p99_ms"]),
+        ("read order", results["read_order"]["requests_per_s"], results["read_order"]["p99_ms"]),
+        (
+            "full loop",
+            results["full_loop"]["delivered_per_s"],
+            results["full_loop"]["worst_step_p99_ms"] or 0,
+        ),
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r[0] for r in rows]
+    left.bar(names, [r[1] for r in rows], color="#3b7dd8")
+    left.set_title("throughput (requests/s; full loop: orders delivered/s)")
+    right.bar(names, [r[2] for r in rows], color="#d8703b")
+    right.set_title("p99 latency (ms; full loop: worst step)")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=15)
+    fig.suptitle(f"o2o on {psutil.cpu_count()} cores, load generator included")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    args = parser.parse_args()
+    c, d = args.connections, args.duration
+    with tempfile.TemporaryDirectory(prefix="o2o-bench-") as tmp:
+        work = Path(tmp)
+        settings = Settings(
+            redis_url="",
+            redis_port=free_port(),
+            data_dir=work / "data",
+            http_port=free_port(),
+            sandbox_port=free_port(),
+        )
+        platform = Platform(settings, work)
+        platform.start()
+        try:
+            url = platform.url
+            token, bodies = prepare(url)
+            place = wrk_script(work / "place.lua", token, bodies)
+            run_wrk(f"{url}/v1/health/live", 3, c, None)
+            floor = run_wrk(f"{url}/v1/health/live", d, c, None)
+            run_wrk(url, 3, c, place)
+            placement = run_wrk(url, d, c, place)
+            read = read_script(work / "read.lua", token, placed_orders(url, token))
+            beside: dict[str, Any] = {}
+            writer = threading.Thread(
+                target=lambda: beside.update(run_wrk(url, d, c, place)), daemon=True
+            )
+            writer.start()
+            reading = run_wrk(url, d, max(4, c // 4), read)
+            writer.join()
+            loop = full_loop(url, args.users, 60, work)
+            mem = memory(os.getpid())
+        finally:
+            platform.stop()
+    results = {
+        "connections": c,
+        "duration_s": d,
+        "floor": floor,
+        "place_order": placement,
+        "place_to_floor_ratio": round(placement["requests_per_s"] / floor["requests_per_s"], 3),
+        "read_order": reading,
+        "place_order_beside_reads": beside,
+        "full_loop": loop,
+        "memory_mib": mem,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, args.out.with_suffix(".png"))
+    print(f"wrk -c{c} -d{d}s; full loop: locust -u {args.users} --processes 2, 60 s\n")
+    print("| figure | throughput | p50 ms | p99 ms | load generator CPU |")
+    print("|---|---|---|---|---|")
+    for name, r in (
+        ("floor GET /v1/health/live", floor),
+        ("POST /v1/orders", placement),
+        ("GET /v1/orders/{id} beside placement", reading),
+        ("POST /v1/orders beside reads", beside),
+    ):
+        print(
+            f"| {name} | {r['requests_per_s']:.0f}/s | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['wrk_cpu_share']:.0%} |"
+        )
+    print(
+        f"| full loop (delivered orders) | {loop['delivered_per_s']}/s | - | "
+        f"{loop['worst_step_p99_ms']} (worst step) | {loop['locust_cpu_share']:.0%} |"
+    )
+    print(
+        f"\nplacement / floor: {results['place_to_floor_ratio']:.1%}; "
+        f"full-loop failures: {loop['failures']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""A host's memory follows its active entities: locks and caches are let go."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from actors.host import EntityHost
+from cluster.settings import Settings
+
+
+def host() -> EntityHost:
+    # The Redis client connects lazily; nothing here talks to a server.
+    return EntityHost(Settings(redis_url="redis://127.0.0.1:1/0", entity_idle_s=60))
+
+
+async def test_a_lock_lives_only_while_it_is_held_or_awaited() -> None:
+    h = host()
+    order: list[str] = []
+
+    async def work(name: str, pause: float) -> None:
+        async with h.lock("m1"):
+            order.append(f"{name} in")
+            await asyncio.sleep(pause)
+            order.append(f"{name} out")
+
+    await asyncio.gather(work("a", 0.02), work("b", 0.0))
+    assert order == ["a in", "a out", "b in", "b out"]  # one at a time, in arrival order
+    assert (await h.stats())["locks"] == 0
+    for i in range(1000):
+        async with h.lock(f"order-{i}"):
+            pass
+    assert (await h.stats())["locks"] == 0
+
+
+async def test_idle_entities_are_dropped_from_the_caches() -> None:
+    h = host()
+    states = h.cache({})
+    for entity in ("m1", "m2"):
+        async with h.lock(entity):
+            states[entity] = object()
+    assert h.sweep(now=time.monotonic()) == 0
+    async with h.lock("m2"):
+        pass
+    assert h.sweep(now=time.monotonic() + 61) == 2
+    assert states == {}
