@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,10 @@ class MerchantHost(EntityHost):
             return err
         return {**menu_item.as_dict(), "stock": stock, "menu_version": int(version)}
 
+    async def place_orders(self, requests: list[dict[str, Any]]) -> list[Reply]:
+        """Many placements in one message; each still runs under its merchant's lock."""
+        return list(await asyncio.gather(*(self.place_order(r) for r in requests)))
+
     async def place_order(self, request: dict[str, Any]) -> Reply:
         """Price, reserve stock and save a new order, then open its payment intent."""
         merchant_id = request["merchant_id"]
@@ -149,9 +154,9 @@ class MerchantHost(EntityHost):
                     order = existing
         except DomainError as err:
             return err
-        payments = await self.directory.host("payment", order.id)
-        payment = await payments.open_intent.remote(
-            order.id, order.merchant_id, order.customer_id, order.amounts.total_fen
+        payments = await self.directory.batched("payment", order.id, "open_intents")
+        payment = await payments.submit(
+            (order.id, order.merchant_id, order.customer_id, order.amounts.total_fen)
         )
         if isinstance(payment, DomainError):
             # No way to pay: give the stock back now rather than at the payment timeout.

@@ -108,6 +108,10 @@ class PaymentShardHost(EntityHost):
 
     # -- intents ------------------------------------------------------------------
 
+    async def open_intents(self, intents: list[tuple[str, str, str, int]]) -> list[Reply]:
+        """Many intents in one message, opened concurrently."""
+        return list(await asyncio.gather(*(self.open_intent(*i) for i in intents)))
+
     async def open_intent(
         self, order_id: str, merchant_id: str, customer_id: str, amount_fen: int
     ) -> Reply:

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from actors.batching import Batcher
 from cluster.settings import Settings
 
 NAMESPACE = "o2o"
@@ -82,6 +83,7 @@ class Directory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._handles: dict[str, ActorHandle] = {}
+        self._batchers: dict[tuple[str, str], Batcher[Any, Any]] = {}
 
     async def host(self, kind: str, entity_id: str) -> ActorHandle:
         name = host_name(kind, host_index(entity_id, host_count(kind, self.settings)))
@@ -90,6 +92,20 @@ class Directory:
             handle = await asyncio.to_thread(ray.get_actor, name, NAMESPACE)
             self._handles[name] = handle
         return handle
+
+    async def batched(self, kind: str, entity_id: str, method: str) -> Batcher[Any, Any]:
+        """Calls to `method` (which takes and returns lists) of this entity's host, coalesced."""
+        name = host_name(kind, host_index(entity_id, host_count(kind, self.settings)))
+        batcher = self._batchers.get((name, method))
+        if batcher is None:
+            remote = getattr(await self.host(kind, entity_id), method)
+
+            async def send(items: list[Any]) -> list[Any]:
+                results: list[Any] = await remote.remote(items)
+                return results
+
+            batcher = self._batchers[(name, method)] = Batcher(send)
+        return batcher
 
     async def all_hosts(self) -> list[ActorHandle]:
         found = []

@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,23 +31,12 @@ from typing import Any
 import httpx
 import psutil
 
-from cluster.launcher import Platform
-from cluster.settings import Settings
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
-from storage.server import free_port
+from loadtests.harness import fresh_platform, wrk_requests
 
 
 def read_script(path: Path, token: str, order_ids: list[str]) -> Path:
-    lua = ["local ids = {"] + [f'  "{oid}",' for oid in order_ids] + ["}", "local i = 0"]
-    lua += [
-        "request = function()",
-        "  i = i + 1",
-        '  return wrk.format("GET", "/v1/orders/" .. ids[(i % #ids) + 1],',
-        f'    {{["Authorization"] = "Bearer {token}"}})',
-        "end",
-    ]
-    path.write_text("\n".join(lua) + "\n")
-    return path
+    return wrk_requests(path, token, "GET", [f"/v1/orders/{oid}" for oid in order_ids])
 
 
 def placed_orders(url: str, token: str) -> list[str]:
@@ -200,37 +188,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args()
     c, d = args.connections, args.duration
-    with tempfile.TemporaryDirectory(prefix="o2o-bench-") as tmp:
-        work = Path(tmp)
-        settings = Settings(
-            redis_url="",
-            redis_port=free_port(),
-            data_dir=work / "data",
-            http_port=free_port(),
-            sandbox_port=free_port(),
+    with fresh_platform("o2o-bench-") as platform:
+        work = platform.run_dir
+        url = platform.url
+        token, bodies = prepare(url)
+        place = wrk_script(work / "place.lua", token, bodies)
+        run_wrk(f"{url}/v1/health/live", 3, c, None)
+        floor = run_wrk(f"{url}/v1/health/live", d, c, None)
+        run_wrk(url, 3, c, place)
+        placement = run_wrk(url, d, c, place)
+        read = read_script(work / "read.lua", token, placed_orders(url, token))
+        beside: dict[str, Any] = {}
+        writer = threading.Thread(
+            target=lambda: beside.update(run_wrk(url, d, c, place)), daemon=True
         )
-        platform = Platform(settings, work)
-        platform.start()
-        try:
-            url = platform.url
-            token, bodies = prepare(url)
-            place = wrk_script(work / "place.lua", token, bodies)
-            run_wrk(f"{url}/v1/health/live", 3, c, None)
-            floor = run_wrk(f"{url}/v1/health/live", d, c, None)
-            run_wrk(url, 3, c, place)
-            placement = run_wrk(url, d, c, place)
-            read = read_script(work / "read.lua", token, placed_orders(url, token))
-            beside: dict[str, Any] = {}
-            writer = threading.Thread(
-                target=lambda: beside.update(run_wrk(url, d, c, place)), daemon=True
-            )
-            writer.start()
-            reading = run_wrk(url, d, max(4, c // 4), read)
-            writer.join()
-            loop = full_loop(url, args.users, 60, work)
-            mem = memory(os.getpid())
-        finally:
-            platform.stop()
+        writer.start()
+        reading = run_wrk(url, d, max(4, c // 4), read)
+        writer.join()
+        loop = full_loop(url, args.users, 60, work)
+        mem = memory(os.getpid())
     results = {
         "connections": c,
         "duration_s": d,

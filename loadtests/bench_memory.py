@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ from typing import Any
 import redis
 
 from actors.placement import Directory
-from cluster.launcher import Platform
 from cluster.settings import Settings
 from loadtests.bench import memory
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
-from storage.server import free_port
+from loadtests.harness import fresh_platform
 
 
 async def host_stats(settings: Settings) -> list[dict[str, int]]:
@@ -40,17 +38,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/memory.json"))
     args = parser.parse_args()
     checkpoints: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="o2o-memory-") as tmp:
-        work = Path(tmp)
-        settings = Settings(
-            redis_url="",
-            redis_port=free_port(),
-            data_dir=work / "data",
-            http_port=free_port(),
-            sandbox_port=free_port(),
-        )
-        platform = Platform(settings, work)
-        platform.start()
+    with fresh_platform("o2o-memory-") as platform:
+        work = platform.run_dir
+        settings = platform.settings
         store = redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
         try:
             token, bodies = prepare(platform.url)
@@ -76,7 +66,6 @@ def main() -> None:
                 print(json.dumps(checkpoints[-1]), flush=True)
         finally:
             store.close()
-            platform.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoints": checkpoints}, indent=2) + "\n")
     names = sorted({n for c in checkpoints for n in c["processes_mib"]})

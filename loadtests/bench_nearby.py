@@ -14,18 +14,16 @@ import argparse
 import asyncio
 import json
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from actors.placement import Directory
-from cluster.launcher import Platform
 from cluster.settings import Settings
 from loadtests.frontdoor import run_wrk
+from loadtests.harness import fresh_platform, wrk_requests
 from serve_app.auth import issue
-from storage.server import free_port
 
 CENTER = (30.2590, 120.1490)
 
@@ -74,16 +72,7 @@ def wrk_script(path: Path, token: str, points: int = 500) -> Path:
         f"&lng={CENTER[1] + rng.uniform(-0.08, 0.08):.6f}"
         for _ in range(points)
     ]
-    lua = ["local paths = {"] + [f'  "{q}",' for q in queries] + ["}", "local i = 0"]
-    lua += [
-        "request = function()",
-        "  i = i + 1",
-        '  return wrk.format("GET", paths[(i % #paths) + 1],',
-        f'    {{["Authorization"] = "Bearer {token}"}})',
-        "end",
-    ]
-    path.write_text("\n".join(lua) + "\n")
-    return path
+    return wrk_requests(path, token, "GET", queries)
 
 
 def main() -> None:
@@ -93,32 +82,22 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("bench/nearby.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="o2o-nearby-") as tmp:
-        settings = Settings(
-            redis_url="",
-            redis_port=free_port(),
-            data_dir=Path(tmp) / "data",
-            http_port=free_port(),
-            sandbox_port=free_port(),
-        )
-        platform = Platform(settings, Path(tmp))
-        platform.start()
-        try:
-            asyncio.run(onboard(settings, args.merchants))
-            token, _ = issue(settings.jwt_secret, "customer", "c_bench", 3600)
-            sample = httpx.get(
-                f"{platform.url}/v1/merchants/nearby",
-                params={"lat": CENTER[0], "lng": CENTER[1]},
-                headers={"Authorization": f"Bearer {token}"},
-            ).json()["merchants"]
-            script = wrk_script(Path(tmp) / "nearby.lua", token)
-            run_wrk(platform.url, 5, 4, script)  # warm-up fills the caches
-            levels = {
-                int(c): run_wrk(platform.url, args.duration, int(c), script)
-                for c in args.connections.split(",")
-            }
-        finally:
-            platform.stop()
+    with fresh_platform("o2o-nearby-") as platform:
+        settings = platform.settings
+        tmp = platform.run_dir
+        asyncio.run(onboard(settings, args.merchants))
+        token, _ = issue(settings.jwt_secret, "customer", "c_bench", 3600)
+        sample = httpx.get(
+            f"{platform.url}/v1/merchants/nearby",
+            params={"lat": CENTER[0], "lng": CENTER[1]},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()["merchants"]
+        script = wrk_script(Path(tmp) / "nearby.lua", token)
+        run_wrk(platform.url, 5, 4, script)  # warm-up fills the caches
+        levels = {
+            int(c): run_wrk(platform.url, args.duration, int(c), script)
+            for c in args.connections.split(",")
+        }
     result = {
         "merchants": args.merchants,
         "merchants_at_center": len(sample),

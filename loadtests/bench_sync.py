@@ -21,7 +21,6 @@ import json
 import random
 import re
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,10 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from cluster.launcher import Platform, haproxy_maxconn, raise_open_files_limit
-from cluster.settings import Settings
+from loadtests.harness import fresh_platform
 from serve_app.auth import issue
 from storage.orders import inbox_key
 from storage.redis import Scripts
-from storage.server import free_port
 
 
 def _ours(marker: str) -> psutil.Process | None:
@@ -208,20 +206,8 @@ def main() -> None:
     args = parser.parse_args()
     raise_open_files_limit()
     levels = [int(x) for x in args.levels.split(",")]
-    with tempfile.TemporaryDirectory(prefix="o2o-sync-") as tmp:
-        settings = Settings(
-            redis_url="",
-            redis_port=free_port(),
-            data_dir=Path(tmp) / "data",
-            http_port=free_port(),
-            sandbox_port=free_port(),
-        )
-        platform = Platform(settings, Path(tmp))
-        platform.start()
-        try:
-            results = asyncio.run(run(platform, levels, args.rate, args.seconds))
-        finally:
-            platform.stop()
+    with fresh_platform("o2o-sync-") as platform:
+        results = asyncio.run(run(platform, levels, args.rate, args.seconds))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"rate_per_s": args.rate, "seconds": args.seconds, "levels": results}, indent=2)

@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
-from cluster.launcher import Platform
-from cluster.settings import Settings
-from storage.server import free_port
+from loadtests.harness import fresh_platform, wrk_requests
 
 MERCHANTS = 16
 
@@ -73,16 +70,7 @@ def prepare(url: str) -> tuple[str, list[str]]:
 
 
 def wrk_script(path: Path, token: str, bodies: list[str]) -> Path:
-    lua = ["local bodies = {"] + [f"  [[{b}]]," for b in bodies] + ["}", "local i = 0"]
-    lua += [
-        "request = function()",
-        "  i = i + 1",
-        f'  return wrk.format("POST", "/v1/orders", {{["Content-Type"] = "application/json", '
-        f'["Authorization"] = "Bearer {token}"}}, bodies[(i % #bodies) + 1])',
-        "end",
-    ]
-    path.write_text("\n".join(lua) + "\n")
-    return path
+    return wrk_requests(path, token, "POST", ["/v1/orders"], bodies)
 
 
 def _ms(value: str, unit: str) -> float:
@@ -134,26 +122,14 @@ def run_wrk(url: str, duration_s: int, connections: int, script: Path | None) ->
     }
 
 
-def measure(mode: str, duration_s: int, connections: int, work: Path) -> dict[str, Any]:
-    settings = Settings(
-        redis_url="",
-        redis_port=free_port(),
-        data_dir=work / f"redis-{mode}",
-        http_port=free_port(),
-        sandbox_port=free_port(),
-        front_door=mode,  # type: ignore[arg-type]
-    )
-    platform = Platform(settings, work)
-    platform.start()
-    try:
+def measure(mode: str, duration_s: int, connections: int) -> dict[str, Any]:
+    with fresh_platform(f"o2o-{mode}-", front_door=mode) as platform:
         token, bodies = prepare(platform.url)
-        script = wrk_script(work / f"orders-{mode}.lua", token, bodies)
+        script = wrk_script(platform.run_dir / f"orders-{mode}.lua", token, bodies)
         run_wrk(platform.url + "/v1/health/live", 3, connections, None)  # warm-up
         floor = run_wrk(platform.url + "/v1/health/live", duration_s, connections, None)
         run_wrk(platform.url, 3, connections, script)  # warm-up
         orders = run_wrk(platform.url, duration_s, connections, script)
-    finally:
-        platform.stop()
     return {"floor": floor, "place_order": orders}
 
 
@@ -166,8 +142,7 @@ def main() -> None:
     parser.add_argument("--modes", default="proxy,haproxy", help="front doors to measure")
     args = parser.parse_args()
     if args.mode:
-        with tempfile.TemporaryDirectory(prefix="o2o-bench-") as tmp:
-            print(json.dumps(measure(args.mode, args.duration, args.connections, Path(tmp))))
+        print(json.dumps(measure(args.mode, args.duration, args.connections)))
         return
     results: dict[str, Any] = {"connections": args.connections, "duration_s": args.duration}
     modes = args.modes.split(",")

@@ -282,11 +282,10 @@ class Api:
             order_id = f"o_{uuid.uuid4().hex[:20]}"
 
         async def run() -> Response:
-            host = await self.directory.host("merchant", body.merchant_id)
-            request_body = body.model_dump()
+            placements = await self.directory.batched("merchant", body.merchant_id, "place_orders")
             placed = unwrap(
-                await host.place_order.remote(
-                    {**request_body, "order_id": order_id, "customer_id": caller.sub}
+                await placements.submit(
+                    {**body.model_dump(), "order_id": order_id, "customer_id": caller.sub}
                 )
             )
             # A new order has no rider and its payment came with the reply: no reads.

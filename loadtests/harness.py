@@ -1,0 +1,60 @@
+"""What every benchmark needs: a platform of its own, and wrk scripts that cycle requests."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cluster.launcher import Platform
+from cluster.settings import Settings
+from storage.server import free_port
+
+
+@contextmanager
+def fresh_platform(prefix: str, **overrides: Any) -> Iterator[Platform]:
+    """A whole platform on fresh ports with a fresh Redis in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        settings = Settings(
+            redis_url="",
+            redis_port=free_port(),
+            data_dir=work / "data",
+            http_port=free_port(),
+            sandbox_port=free_port(),
+            **overrides,
+        )
+        platform = Platform(settings, work)
+        platform.start()
+        try:
+            yield platform
+        finally:
+            platform.stop()
+
+
+def wrk_requests(
+    path: Path, token: str, method: str, paths: list[str], bodies: list[str] | None = None
+) -> Path:
+    """A wrk script sending `method` to each path in turn (with the matching JSON body)."""
+    lua = ["local paths = {"] + [f'  "{p}",' for p in paths] + ["}"]
+    if bodies is not None:
+        lua += ["local bodies = {"] + [f"  [[{b}]]," for b in bodies] + ["}"]
+    lua += [
+        "local i = 0",
+        "request = function()",
+        "  i = i + 1",
+        f'  local headers = {{["Authorization"] = "Bearer {token}"}}',
+    ]
+    if bodies is not None:
+        lua += [
+            '  headers["Content-Type"] = "application/json"',
+            f'  return wrk.format("{method}", paths[(i % #paths) + 1], headers,'
+            " bodies[(i % #bodies) + 1])",
+        ]
+    else:
+        lua += [f'  return wrk.format("{method}", paths[(i % #paths) + 1], headers)']
+    lua.append("end")
+    path.write_text("\n".join(lua) + "\n")
+    return path
