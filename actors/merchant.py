@@ -221,6 +221,12 @@ class MerchantHost(EntityHost):
             raise
         return order
 
+    async def acts(
+        self, requests: list[tuple[str, str, c.Command, tuple[str, str]]]
+    ) -> list[Reply]:
+        """Many commands in one message; each runs under its merchant's lock."""
+        return list(await asyncio.gather(*(self.act(*r) for r in requests)))
+
     async def act(
         self, merchant_id: str, order_id: str, command: c.Command, caller: tuple[str, str]
     ) -> Reply:

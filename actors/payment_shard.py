@@ -219,12 +219,16 @@ class PaymentShardHost(EntityHost):
                 )
         if record["order_paid"]:
             return {"applied": False, "status": "captured"}
-        merchants = await self.directory.host("merchant", record["merchant_id"])
-        paid = await merchants.act.remote(
-            record["merchant_id"],
-            record["order_id"],
-            c.MarkPaid(at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]),
-            ("system", "payments"),
+        merchants = await self.directory.batched("merchant", record["merchant_id"], "acts")
+        paid = await merchants.submit(
+            (
+                record["merchant_id"],
+                record["order_id"],
+                c.MarkPaid(
+                    at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]
+                ),
+                ("system", "payments"),
+            )
         )
         record["order_paid"] = True
         await self._save(record)
@@ -452,12 +456,14 @@ class PaymentShardHost(EntityHost):
             pipe.zrem(PENDING, order_id)
             await pipe.execute()
         if order_status == "pending_payment":
-            merchants = await self.directory.host("merchant", record["merchant_id"])
-            await merchants.act.remote(
-                record["merchant_id"],
-                order_id,
-                c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
-                ("system", "payments"),
+            merchants = await self.directory.batched("merchant", record["merchant_id"], "acts")
+            await merchants.submit(
+                (
+                    record["merchant_id"],
+                    order_id,
+                    c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
+                    ("system", "payments"),
+                )
             )
         return 1
 

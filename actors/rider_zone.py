@@ -366,12 +366,14 @@ class RiderZoneHost(EntityHost):
                 next_offer = await self._offer_next(zone, record["request"])
                 return {"offer_id": offer_id, "status": "declined", "next": next_offer}
             request = record["request"]
-            merchants = await self.directory.host("merchant", request["merchant_id"])
-            assigned = await merchants.act.remote(
-                request["merchant_id"],
-                request["order_id"],
-                c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
-                ("system", "dispatch"),
+            merchants = await self.directory.batched("merchant", request["merchant_id"], "acts")
+            assigned = await merchants.submit(
+                (
+                    request["merchant_id"],
+                    request["order_id"],
+                    c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
+                    ("system", "dispatch"),
+                )
             )
             if isinstance(assigned, DomainError):
                 await self._close(offer_id, record, "withdrawn")

@@ -137,9 +137,9 @@ class Api:
 
     async def act(self, order_id: str, command: c.Command, caller: auth.Caller) -> Response:
         merchant_id, *_ = await self.order_owner(order_id)
-        host = await self.directory.host("merchant", merchant_id)
+        commands = await self.directory.batched("merchant", merchant_id, "acts")
         order = unwrap(
-            await host.act.remote(merchant_id, order_id, command, (caller.role, caller.sub))
+            await commands.submit((merchant_id, order_id, command, (caller.role, caller.sub)))
         )
         return as_json(await self.order_view(order))
 
