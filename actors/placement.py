@@ -64,6 +64,10 @@ def _options(kind: str, index: int) -> dict[str, Any]:
         # Hosts wait on Redis and on each other, they do not compute: no CPU reservation.
         "num_cpus": 0,
         "max_concurrency": 10_000,
+        # Every order makes several actor calls; recording each in the GCS costs CPU on
+        # the hot path and fills the GCS's memory up to its cap. Serve does the same
+        # for its replicas.
+        "enable_task_events": False,
     }
 
 

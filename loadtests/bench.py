@@ -134,17 +134,24 @@ def full_loop(url: str, users: int, duration_s: int, work: Path) -> dict[str, An
 
 
 def memory(platform_pid: int) -> dict[str, float]:
-    """Resident memory (MiB) of every process this run started, by its title."""
+    """Resident memory (MiB) of every process this run started, by what it is."""
     out: dict[str, float] = {}
     for proc in psutil.Process(platform_pid).children(recursive=True):
         try:
-            title = " ".join(proc.cmdline())[:60] or proc.name()
-            name = title.split()[0] if title.startswith("ray::") else proc.name()
+            argv = proc.cmdline()
             rss = proc.memory_info().rss / 2**20
         except psutil.Error:
             continue
-        key = name
-        n = 2
+        title = " ".join(argv)
+        if title.startswith("ray::"):
+            name = argv[0].split(".")[0]  # the actor class, not the method it is running
+        elif "-m" in argv:
+            name = f"python -m {argv[argv.index('-m') + 1]}"
+        elif argv and argv[0].endswith(("python", "python3")) and len(argv) > 1:
+            name = f"python {Path(argv[1]).name}"
+        else:
+            name = proc.name()
+        key, n = name, 2
         while key in out:
             key, n = f"{name} #{n}", n + 1
         out[key] = round(rss, 1)
