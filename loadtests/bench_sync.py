@@ -133,6 +133,17 @@ async def drive(redis_url: str, terminals: list[Terminal], rate: float, seconds:
     return sent
 
 
+def _me() -> psutil.Process:
+    return psutil.Process()
+
+
+def _cpu(proc: psutil.Process | None) -> float:
+    if proc is None:
+        return 0.0
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
 def rss(proc: psutil.Process | None) -> int:
     return proc.memory_info().rss if proc is not None else 0
 
@@ -169,7 +180,14 @@ async def run(
         await asyncio.sleep(2)
         for t in terminals:
             t.latencies.clear()
+        cpu_before = {k: _cpu(p) for k, p in (("replica", replica), ("client", _me()))}
+        wall_before = time.monotonic()
         sent = await drive(settings.effective_redis_url, terminals, rate, seconds)
+        wall = time.monotonic() - wall_before
+        cpu_share = {
+            k: round((_cpu(p) - cpu_before[k]) / wall, 2)
+            for k, p in (("replica", replica), ("client", _me()))
+        }
         samples = sorted(x for t in terminals for x in t.latencies)
         replica_now, hap_now = rss(replica), rss(hap)
         results.append(
@@ -189,6 +207,8 @@ async def run(
                 if use_haproxy
                 else None,
                 "connect_s": round(connect_s, 1),
+                "replica_cpu_cores": cpu_share["replica"],
+                "client_cpu_cores": cpu_share["client"],
             }
         )
         print(json.dumps(results[-1]), flush=True)
