@@ -10,8 +10,7 @@ import ray
 from actors.placement import NAMESPACE, host_count, host_index, host_name
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api, eventually
-from tests.e2e.test_order_loop import pay, status_of
-from tests.e2e.world import make_world
+from tests.e2e.world import make_world, pay, status_of
 
 
 def test_merchant_host_restarts_and_the_order_goes_on(

@@ -9,8 +9,7 @@ import httpx
 
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api, eventually
-from tests.e2e.test_order_loop import events_of, pay, status_of
-from tests.e2e.world import make_world
+from tests.e2e.world import events_of, make_world, pay, status_of
 
 
 def provider_view(platform: Platform, order_id: str) -> dict[str, Any]:

@@ -10,16 +10,7 @@ import redis
 
 from domain.geo import Point, zone_of
 from tests.e2e.conftest import Api, eventually, unique
-from tests.e2e.test_order_loop import events_of, pay, status_of
-from tests.e2e.world import World, make_world
-
-
-def accepted_order(world: World, qty: int = 1) -> dict[str, Any]:
-    order = world.customer.post("/v1/orders", json=world.order_body(qty=qty)).json()
-    pay(order)
-    eventually(lambda: status_of(world.merchant, order["id"]) == "paid", what="paid")
-    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/accept").status_code == 200
-    return order
+from tests.e2e.world import accepted_order, events_of, make_world
 
 
 def offers(party: Api, order_id: str) -> list[dict[str, Any]]:

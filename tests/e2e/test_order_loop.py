@@ -3,41 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import httpx
 
 from tests.e2e.conftest import Api, eventually
-from tests.e2e.world import World, make_world
-
-
-def events_of(party: Api, cursor: str | None = None) -> list[dict[str, Any]]:
-    params = {"cursor": cursor} if cursor else {}
-    answer = party.get("/v1/sync/events", params=params)
-    assert answer.status_code == 200, answer.text
-    events: list[dict[str, Any]] = answer.json()["events"]
-    return events
-
-
-def pay(order: dict[str, Any]) -> None:
-    paid = httpx.post(order["payment"]["pay_url"], timeout=10)
-    assert paid.status_code == 200, paid.text
-
-
-def status_of(party: Api, order_id: str) -> str:
-    status: str = party.get(f"/v1/orders/{order_id}").json()["status"]
-    return status
-
-
-def offer_for(world: World, order_id: str) -> str:
-    def find() -> str | None:
-        for event in events_of(world.rider):
-            if event["type"] == "offer" and event["order_id"] == order_id:
-                offer_id: str = event["data"]["offer_id"]
-                return offer_id
-        return None
-
-    return eventually(find, what=f"an offer of {order_id} to {world.rider_id}")
+from tests.e2e.world import events_of, make_world, offer_for, pay, status_of
 
 
 def test_one_order_from_menu_to_doorstep(login: Callable[[str, str], Api]) -> None:

@@ -17,8 +17,7 @@ from cluster.launcher import Platform
 from domain.ledger import Transaction, check_invariants, party_payable, provider_clearing
 from sandbox.signing import sign
 from tests.e2e.conftest import Api, eventually
-from tests.e2e.test_order_loop import events_of, offer_for, pay, status_of
-from tests.e2e.world import World, make_world
+from tests.e2e.world import delivered_order, events_of, make_world, paid_order, pay, status_of
 
 
 def knobs(platform: Platform, **values: Any) -> None:
@@ -55,25 +54,6 @@ def notice(
         headers={"X-Sandbox-Signature": signature, "content-type": "application/json"},
         timeout=10,
     )
-
-
-def paid_order(world: World, qty: int = 1) -> dict[str, Any]:
-    order = world.customer.post("/v1/orders", json=world.order_body(qty=qty)).json()
-    pay(order)
-    eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
-    return order
-
-
-def delivered_order(world: World, qty: int = 1) -> dict[str, Any]:
-    order = paid_order(world, qty)
-    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/accept").status_code == 200
-    offer = offer_for(world, order["id"])
-    assert world.rider.post(f"/v1/rider/offers/{offer}/accept").status_code == 200
-    for step in ("ready",):
-        assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/{step}").status_code == 200
-    for step in ("pickup", "deliver"):
-        assert world.rider.post(f"/v1/rider/orders/{order['id']}/{step}").status_code == 200
-    return order
 
 
 def test_forged_stale_and_mismatched_notifications_change_nothing(

@@ -17,8 +17,14 @@ from websockets.sync.client import ClientConnection, connect
 from cluster.launcher import Platform
 from storage.orders import inbox_key
 from tests.e2e.conftest import Api, eventually
-from tests.e2e.test_order_loop import events_of, offer_for, pay, status_of
-from tests.e2e.world import World, make_world
+from tests.e2e.world import (
+    delivered_order,
+    events_of,
+    make_world,
+    offer_for,
+    pay,
+    status_of,
+)
 
 
 def ws_url(platform: Platform, party: Api, **params: str) -> str:
@@ -53,21 +59,6 @@ def all_events(party: Api) -> list[dict[str, Any]]:
     raise AssertionError("the stream did not end")
 
 
-def deliver(world: World, items: int = 1) -> str:
-    """Drive one order through its whole life."""
-    order = world.customer.post("/v1/orders", json=world.order_body(qty=items)).json()
-    pay(order)
-    eventually(lambda: status_of(world.merchant, order["id"]) == "paid", what="paid")
-    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/accept").status_code == 200
-    offer = offer_for(world, order["id"])
-    assert world.rider.post(f"/v1/rider/offers/{offer}/accept").status_code == 200
-    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/ready").status_code == 200
-    assert world.rider.post(f"/v1/rider/orders/{order['id']}/pickup").status_code == 200
-    assert world.rider.post(f"/v1/rider/orders/{order['id']}/deliver").status_code == 200
-    order_id: str = order["id"]
-    return order_id
-
-
 def test_socket_sends_backlog_then_live_events(
     login: Callable[[str, str], Api], platform: Platform
 ) -> None:
@@ -98,7 +89,7 @@ def test_reconnecting_with_the_last_cursor_loses_nothing_and_repeats_nothing(
         for _ in range(20):  # bounded: at most 20 orders, stopped early by the reader
             if stop.is_set():
                 return
-            delivered.append(deliver(world))
+            delivered.append(delivered_order(world)["id"])
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()

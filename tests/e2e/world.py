@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.conftest import CITY, Api, unique
+import httpx
+
+from tests.e2e.conftest import CITY, Api, eventually, unique
 
 _spots = itertools.count()
 
@@ -94,3 +96,56 @@ def make_world(
         lng=lng,
         items=items,
     )
+
+
+def events_of(party: Api, cursor: str | None = None) -> list[dict[str, Any]]:
+    params = {"cursor": cursor} if cursor else {}
+    answer = party.get("/v1/sync/events", params=params)
+    assert answer.status_code == 200, answer.text
+    events: list[dict[str, Any]] = answer.json()["events"]
+    return events
+
+
+def pay(order: dict[str, Any]) -> None:
+    paid = httpx.post(order["payment"]["pay_url"], timeout=10)
+    assert paid.status_code == 200, paid.text
+
+
+def status_of(party: Api, order_id: str) -> str:
+    status: str = party.get(f"/v1/orders/{order_id}").json()["status"]
+    return status
+
+
+def offer_for(world: World, order_id: str) -> str:
+    def find() -> str | None:
+        for event in events_of(world.rider):
+            if event["type"] == "offer" and event["order_id"] == order_id:
+                offer_id: str = event["data"]["offer_id"]
+                return offer_id
+        return None
+
+    return eventually(find, what=f"an offer of {order_id} to {world.rider_id}")
+
+
+def paid_order(world: World, qty: int = 1) -> dict[str, Any]:
+    order: dict[str, Any] = world.customer.post("/v1/orders", json=world.order_body(qty=qty)).json()
+    pay(order)
+    eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
+    return order
+
+
+def accepted_order(world: World, qty: int = 1) -> dict[str, Any]:
+    order = paid_order(world, qty)
+    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/accept").status_code == 200
+    return order
+
+
+def delivered_order(world: World, qty: int = 1) -> dict[str, Any]:
+    """Drive one order through its whole life."""
+    order = accepted_order(world, qty)
+    offer = offer_for(world, order["id"])
+    assert world.rider.post(f"/v1/rider/offers/{offer}/accept").status_code == 200
+    assert world.merchant.post(f"/v1/merchant/orders/{order['id']}/ready").status_code == 200
+    for step in ("pickup", "deliver"):
+        assert world.rider.post(f"/v1/rider/orders/{order['id']}/{step}").status_code == 200
+    return order
