@@ -101,5 +101,14 @@ def health(url: str = typer.Option("", help="API base URL.")) -> None:
     raise typer.Exit(0 if answer.status_code == 200 else 1)
 
 
+def _register_simulator() -> None:
+    # The simulator drives the platform over HTTP only; it never imports locust.
+    from loadtests.simulator import simulate
+
+    app.command("simulate", help="Simulate a city's customers, merchants and riders.")(simulate)
+
+
+_register_simulator()
+
 if __name__ == "__main__":
     app()
