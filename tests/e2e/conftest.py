@@ -83,7 +83,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def eventually(probe: Callable[[], T | None], timeout_s: float = 15, what: str = "") -> T:
+def eventually(probe: Callable[[], T | None], timeout_s: float = 30, what: str = "") -> T:
     """Poll until `probe` returns something truthy; bounded in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
