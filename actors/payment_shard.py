@@ -28,6 +28,7 @@ from storage.orders import inbox_key, queue_event
 log = logging.getLogger(__name__)
 
 Reply = dict[str, Any] | DomainError
+# Open intents, scored by when each is next due for a check with the provider.
 PENDING = "payments:pending"
 
 
@@ -153,7 +154,7 @@ class PaymentShardHost(EntityHost):
             }
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(keys.payment(order_id), orjson.dumps(record))
-                pipe.zadd(PENDING, {order_id: record["created_at"]})
+                pipe.zadd(PENDING, {order_id: record["created_at"] + self.settings.payment_poll_s})
                 await pipe.execute()
             return _public(record)
 
@@ -422,9 +423,7 @@ class PaymentShardHost(EntityHost):
     async def poll_once(self) -> int:
         """Ask the provider about this host's open intents; returns how many were settled."""
         hosts = host_count("payment", self.settings)
-        due = await self.redis.zrangebyscore(
-            PENDING, "-inf", time.time() - self.settings.payment_poll_s, start=0, num=500
-        )
+        due = await self.redis.zrangebyscore(PENDING, "-inf", time.time(), start=0, num=500)
         mine = [oid for oid in due if host_index(oid, hosts) == self.index]
         settled = 0
         for order_id in mine:
@@ -442,8 +441,11 @@ class PaymentShardHost(EntityHost):
             await self._captured(record, _provider_time(view.get("paid_at")))
             return 1
         order_status = await self.redis.hget(keys.order(order_id), "status")
-        expired = time.time() - record["created_at"] > self.settings.payment_timeout_s
-        if order_status == "pending_payment" and not expired:
+        age = time.time() - record["created_at"]
+        if order_status == "pending_payment" and age <= self.settings.payment_timeout_s:
+            # Back off with age, so a pile of abandoned intents cannot starve fresh ones.
+            wait = max(self.settings.payment_poll_s, min(60.0, age / 5))
+            await self.redis.zadd(PENDING, {order_id: time.time() + wait})
             return 0
         closed, _ = await self._call("POST", f"/v1/intents/{record['intent_id']}/close")
         if closed == 409:  # paid at the last moment
