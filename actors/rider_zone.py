@@ -397,12 +397,12 @@ class RiderZoneHost(EntityHost):
             try:
                 zones = [k.split(":")[2] async for k in self.redis.scan_iter("dispatch:waiting:*")]
                 for zone in zones:
-                    if await self._mine(zone):
+                    if self._mine(zone):
                         await self._retry_zone(zone)
             except Exception:
                 log.exception("retrying waiting orders failed")
 
-    async def _mine(self, zone: str) -> bool:
+    def _mine(self, zone: str) -> bool:
         return host_index(zone, host_count("rider_zone", self.settings)) == self.index
 
     async def _retry_zone(self, zone: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 DEFAULT_TOLERANCE_S = 300
@@ -44,11 +43,6 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     """Return the header value for `body` signed at `timestamp` (unix seconds)."""
     _check_secret(secret)
     return f"t={timestamp},v1={_digest(secret, body, timestamp)}"
-
-
-def sign_now(secret: str, body: bytes) -> str:
-    """`sign` with the current wall-clock time."""
-    return sign(secret, body, int(time.time()))
 
 
 def _parse(header: str | None) -> tuple[int, list[str]]:

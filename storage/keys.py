@@ -71,10 +71,6 @@ def payment(order_id: str) -> str:
     return f"payment:{order_id}"
 
 
-def payment_notices(order_id: str) -> str:
-    return f"payment:{order_id}:notices"
-
-
 def coupon(code: str) -> str:
     return f"coupon:{code}"
 

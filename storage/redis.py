@@ -38,7 +38,3 @@ class Scripts:
         self.release_coupon: AsyncScript = client.register_script(_source("release_coupon"))
         self.append_event: AsyncScript = client.register_script(_source("append_event"))
         self.post_transaction: AsyncScript = client.register_script(_source("post_transaction"))
-
-
-async def run(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-    return await script(keys=keys, args=args)
