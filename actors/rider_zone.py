@@ -18,7 +18,7 @@ from cluster.settings import Settings
 from domain import commands as c
 from domain.dispatch import Dispatch, Job, Offer, RiderPosition, Weights, eta, rank
 from domain.errors import DomainError, forbidden, not_found
-from domain.geo import Point, zones_around
+from domain.geo import Point, zones_at
 from storage import keys, metrics
 from storage.orders import inbox_key, queue_event
 
@@ -178,9 +178,10 @@ class RiderZoneHost(EntityHost):
 
     # -- who carries what ---------------------------------------------------------
 
-    async def _candidates(self, zone: str, pickup: Point, rings: int) -> list[RiderPosition]:
-        found: set[str] = set((await self._zone(zone)).riders)
-        neighbours = [z for z in zones_around(zone, rings) if z != zone]
+    async def _candidates(self, zone: str, pickup: Point, ring: int) -> list[RiderPosition]:
+        """The riders of the zones exactly `ring` steps from this one (0: its own, in memory)."""
+        found: set[str] = set((await self._zone(zone)).riders) if ring == 0 else set()
+        neighbours = zones_at(zone, ring) if ring else []
         if neighbours:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for z in neighbours:
@@ -253,9 +254,13 @@ class RiderZoneHost(EntityHost):
         now = datetime.now(UTC)
         tried = frozenset(await self.redis.smembers(f"dispatch:{order_id}:tried"))
         ranked: list[RiderPosition] = []
-        # Widen ring by ring: the zone first, then its neighbours, out to the limit.
-        for rings in range(0, self.settings.dispatch_rings + 1):
-            candidates = await self._candidates(zone, order.pickup, rings)
+        candidates: list[RiderPosition] = []
+        # Widen ring by ring: the zone first, then its neighbours, out to the limit;
+        # each ring adds only its own riders to those already found.
+        for ring in range(0, self.settings.dispatch_rings + 1):
+            found = await self._candidates(zone, order.pickup, ring)
+            seen = {r.rider_id for r in candidates}
+            candidates += [r for r in found if r.rider_id not in seen]
             ranked = rank(
                 self.settings.dispatch_policy, order, candidates, now, tried, self.weights
             )

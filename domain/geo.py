@@ -118,3 +118,8 @@ def zones_around(zone: str, rings: int) -> list[str]:
     disk = [str(z) for z in h3.grid_disk(zone, rings)]
     disk.sort(key=lambda z: (h3.grid_distance(zone, z), z))
     return disk
+
+
+def zones_at(zone: str, ring: int) -> list[str]:
+    """The zones exactly `ring` steps away (ring 0 is the zone itself)."""
+    return sorted(str(z) for z in h3.grid_ring(zone, ring)) if ring else [zone]

@@ -280,3 +280,14 @@ def test_zones_around_two_rings_nearest_first() -> None:
 def test_zones_around_zero_rings_is_the_zone() -> None:
     zone = zone_of(TIANANMEN, 7)
     assert zones_around(zone, 0) == [zone]
+
+
+def test_rings_of_zones_add_up_to_the_disk() -> None:
+    from domain.geo import zone_of, zones_around, zones_at
+
+    zone = zone_of(Point(30.259, 120.149), 7)
+    assert zones_at(zone, 0) == [zone]
+    assert len(zones_at(zone, 1)) == 6
+    union = [z for ring in range(3) for z in zones_at(zone, ring)]
+    assert sorted(union) == sorted(zones_around(zone, 2))
+    assert len(union) == len(set(union))
