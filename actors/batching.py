@@ -20,7 +20,7 @@ class Batcher(Generic[T, R]):
     def __init__(
         self,
         send: Callable[[list[T]], Awaitable[list[R]]],
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         max_batch: int = 64,
     ) -> None:
         self._send = send

@@ -35,7 +35,11 @@ class EntityHost:
         self.redis = connect(settings.effective_redis_url)
         self.scripts = Scripts(self.redis)
         self.orders = OrderStore(
-            self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
+            self.redis,
+            self.scripts,
+            settings.inbox_maxlen,
+            settings.inbox_retention_s,
+            settings.payment_poll_s,
         )
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._background: set[asyncio.Task[Any]] = set()

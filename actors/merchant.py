@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from actors.checkout import checkout
 from actors.host import EntityHost
 from actors.placement import Directory
 from cluster.settings import Settings
@@ -41,8 +42,9 @@ class MerchantHost(EntityHost):
     Concurrency: one `asyncio.Lock` per merchant; a merchant's menu changes, order
     placements and order transitions run one at a time, merchants proceed in parallel.
     Persists: `merchant:{id}` (profile, menu_version), `menu:{id}`, `stock:{id}`,
-    `order:{id}` with its indexes, and every order event on the inboxes of its
-    customer, merchant, rider and operations, each change in one Lua script.
+    `order:{id}` with its indexes (a new order also joins `payments:pending`), and
+    every order event on the inboxes of its customer, merchant, rider and
+    operations, each change in one Lua script.
     Caches merchant profiles and menus, reloaded from Redis after a restart.
     """
 
@@ -122,10 +124,18 @@ class MerchantHost(EntityHost):
 
     async def place_orders(self, requests: list[dict[str, Any]]) -> list[Reply]:
         """Many placements in one message; each still runs under its merchant's lock."""
-        return list(await asyncio.gather(*(self.place_order(r) for r in requests)))
+        placed: list[tuple[datetime, str, str]] = []
+        replies = await asyncio.gather(*(self.place_order(r, placed) for r in requests))
+        if placed:
+            self.spawn(metrics.orders_placed(self.redis, placed), "count new orders")
+        return list(replies)
 
-    async def place_order(self, request: dict[str, Any]) -> Reply:
-        """Price, reserve stock and save a new order, then open its payment intent."""
+    async def place_order(
+        self, request: dict[str, Any], placed: list[tuple[datetime, str, str]]
+    ) -> Reply:
+        """Price, reserve stock and save a new order; reply with its signed pay link.
+
+        A new order is added to `placed` as `(at, zone, customer_id)` for the metrics."""
         merchant_id = request["merchant_id"]
         customer_id = request["customer_id"]
         order_id = request["order_id"]
@@ -144,29 +154,16 @@ class MerchantHost(EntityHost):
                         existing = await self.orders.load(order_id)
                     else:
                         zone = zone_of(order.dropoff, self.settings.zone_resolution)
-                        self.spawn(
-                            metrics.order_placed(self.redis, now, zone, order.customer_id),
-                            f"count {order.id}",
-                        )
+                        placed.append((now, zone, order.customer_id))
                 if existing is not None:
                     if existing.customer_id != customer_id:
                         return DomainError("order_exists", "order id taken")
                     order = existing
         except DomainError as err:
             return err
-        payments = await self.directory.batched("payment", order.id, "open_intents")
-        payment = await payments.submit(
-            (order.id, order.merchant_id, order.customer_id, order.amounts.total_fen)
+        payment = checkout(
+            self.settings, order.id, order.amounts.total_fen, order.placed_at.timestamp()
         )
-        if isinstance(payment, DomainError):
-            # No way to pay: give the stock back now rather than at the payment timeout.
-            await self.act(
-                merchant_id,
-                order.id,
-                c.CancelOrder(at=datetime.now(UTC), reason="payment_unavailable", by="system"),
-                ("system", "payments"),
-            )
-            return payment
         return {"order": order.as_dict(), "payment": payment}
 
     async def _place(self, request: dict[str, Any], now: datetime) -> Order:

@@ -1,8 +1,9 @@
-"""The payment-shard host: intents, provider notifications, refunds and the ledger."""
+"""The payment-shard host: provider notifications, polling, refunds and the ledger."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, date, datetime
@@ -12,6 +13,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from actors.checkout import checkout
 from actors.host import EntityHost
 from actors.placement import Directory, host_count, host_index
 from cluster.settings import Settings
@@ -28,8 +30,6 @@ from storage.orders import inbox_key, queue_event
 log = logging.getLogger(__name__)
 
 Reply = dict[str, Any] | DomainError
-# Open intents, scored by when each is next due for a check with the provider.
-PENDING = "payments:pending"
 
 
 class ProviderError(Exception):
@@ -47,11 +47,14 @@ class PaymentShardHost(EntityHost):
 
     Concurrency: one `asyncio.Lock` per order's payment, so a notification, a poll, a
     retry and a refund of the same order never interleave; different orders proceed
-    in parallel, including their calls to the provider. A background loop polls the
-    provider for intents that are still open (lost notifications) and closes the
-    ones past the payment timeout.
-    Persists: `payment:{order_id}` (intent, captured and refunded amounts, refunds by
-    refund number), `payments:pending`, and the ledger (`ledger:*`: each transaction
+    in parallel, including their calls to the provider. Placement does not call this
+    host: an order's pay link is signed by the platform (`actors/checkout.py`) and the
+    order joins `payments:pending` in its placement script. A background loop, started
+    with the host, asks the provider about those orders (lost notifications) and
+    closes the ones past the payment timeout.
+    Persists: `payment:{order_id}` (written at the first notification or poll that
+    changes something: captured and refunded amounts, refunds by refund number), its
+    entries in `payments:pending`, and the ledger (`ledger:*`: each transaction
     posted once, with the payment record it books, in one script), plus `refunded`
     events on the inboxes of the order's customer, merchant and operations.
     """
@@ -62,6 +65,10 @@ class PaymentShardHost(EntityHost):
         self.ledger = LedgerStore(self.redis, self.scripts)
         self._http: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
+        # Orders are placed without a word to this host, so it must poll from the
+        # start (and after a restart): Ray runs an async actor's __init__ on its loop.
+        with contextlib.suppress(RuntimeError):
+            self._ensure_poller()
 
     # -- the provider -------------------------------------------------------------
 
@@ -97,8 +104,31 @@ class PaymentShardHost(EntityHost):
     # -- records ------------------------------------------------------------------
 
     async def _record(self, order_id: str) -> dict[str, Any] | None:
+        """The order's payment record; a fresh one if the order has only its pay link yet."""
         raw = await self.redis.get(keys.payment(order_id))
-        return orjson.loads(raw) if raw else None
+        if raw:
+            record: dict[str, Any] = orjson.loads(raw)
+            return record
+        raw_order = await self.redis.hget(keys.order(order_id), "json")
+        if raw_order is None:
+            return None
+        order = orjson.loads(raw_order)
+        amount_fen = order["amounts"]["total_fen"]
+        placed_at = datetime.fromisoformat(order["placed_at"]).timestamp()
+        return {
+            "order_id": order_id,
+            "merchant_id": order["merchant_id"],
+            "customer_id": order["customer_id"],
+            **checkout(self.settings, order_id, amount_fen, placed_at),
+            "amount_fen": amount_fen,
+            "status": "created",
+            "created_at": placed_at,
+            "captured_fen": 0,
+            "refunded_fen": 0,
+            "order_paid": False,
+            "split": False,
+            "refunds": {},
+        }
 
     async def _save(self, record: dict[str, Any]) -> None:
         await self.redis.set(keys.payment(record["order_id"]), orjson.dumps(record))
@@ -106,57 +136,6 @@ class PaymentShardHost(EntityHost):
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
-
-    # -- intents ------------------------------------------------------------------
-
-    async def open_intents(self, intents: list[tuple[str, str, str, int]]) -> list[Reply]:
-        """Many intents in one message, opened concurrently."""
-        return list(await asyncio.gather(*(self.open_intent(*i) for i in intents)))
-
-    async def open_intent(
-        self, order_id: str, merchant_id: str, customer_id: str, amount_fen: int
-    ) -> Reply:
-        """Ask the provider for a payment intent (idempotent by order id)."""
-        self._ensure_poller()
-        async with self.lock(order_id):
-            record = await self._record(order_id)
-            if record is not None:
-                return _public(record)
-            try:
-                status, body = await self._call(
-                    "POST",
-                    "/v1/intents",
-                    {
-                        "out_trade_no": order_id,
-                        "amount_fen": amount_fen,
-                        "notify_url": f"{self.settings.platform_url}/v1/payments/callback",
-                    },
-                )
-            except ProviderError as err:
-                log.warning("intent for %s failed: %s", order_id, err)
-                return DomainError("payment_unavailable", "the payment provider is unavailable")
-            if status not in (200, 201):
-                return DomainError("payment_unavailable", "the payment provider refused", body=body)
-            record = {
-                "order_id": order_id,
-                "merchant_id": merchant_id,
-                "customer_id": customer_id,
-                "intent_id": body["intent_id"],
-                "pay_url": body["pay_url"],
-                "amount_fen": amount_fen,
-                "status": "created",
-                "created_at": time.time(),
-                "captured_fen": 0,
-                "refunded_fen": 0,
-                "order_paid": False,
-                "split": False,
-                "refunds": {},
-            }
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(keys.payment(order_id), orjson.dumps(record))
-                pipe.zadd(PENDING, {order_id: record["created_at"] + self.settings.payment_poll_s})
-                await pipe.execute()
-            return _public(record)
 
     # -- notifications ------------------------------------------------------------
 
@@ -211,7 +190,7 @@ class PaymentShardHost(EntityHost):
             posted = await self.ledger.post(
                 txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
             )
-            await self.redis.zrem(PENDING, record["order_id"])
+            await self.redis.zrem(keys.PAYMENTS_DUE, record["order_id"])
             if posted:
                 await metrics.count(self.redis, paid_at, gmv_fen=record["amount_fen"])
                 month = paid_at.strftime("%Y%m")
@@ -423,7 +402,9 @@ class PaymentShardHost(EntityHost):
     async def poll_once(self) -> int:
         """Ask the provider about this host's open intents; returns how many were settled."""
         hosts = host_count("payment", self.settings)
-        due = await self.redis.zrangebyscore(PENDING, "-inf", time.time(), start=0, num=500)
+        due = await self.redis.zrangebyscore(
+            keys.PAYMENTS_DUE, "-inf", time.time(), start=0, num=500
+        )
         mine = [oid for oid in due if host_index(oid, hosts) == self.index]
         settled = 0
         for order_id in mine:
@@ -434,7 +415,7 @@ class PaymentShardHost(EntityHost):
     async def _check(self, order_id: str) -> int:
         record = await self._record(order_id)
         if record is None or record["status"] != "created":
-            await self.redis.zrem(PENDING, order_id)
+            await self.redis.zrem(keys.PAYMENTS_DUE, order_id)
             return 0
         status, view = await self._call("GET", f"/v1/orders/{order_id}")
         if status == 200 and view.get("status") == "paid":
@@ -445,9 +426,9 @@ class PaymentShardHost(EntityHost):
         if order_status == "pending_payment" and age <= self.settings.payment_timeout_s:
             # Back off with age, so a pile of abandoned intents cannot starve fresh ones.
             wait = max(self.settings.payment_poll_s, min(60.0, age / 5))
-            await self.redis.zadd(PENDING, {order_id: time.time() + wait})
+            await self.redis.zadd(keys.PAYMENTS_DUE, {order_id: time.time() + wait})
             return 0
-        closed, _ = await self._call("POST", f"/v1/intents/{record['intent_id']}/close")
+        closed, _ = await self._call("POST", f"/v1/orders/{order_id}/close")
         if closed == 409:  # paid at the last moment
             status, view = await self._call("GET", f"/v1/orders/{order_id}")
             await self._captured(record, _provider_time(view.get("paid_at")))
@@ -455,7 +436,7 @@ class PaymentShardHost(EntityHost):
         record["status"] = "closed"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.payment(order_id), orjson.dumps(record))
-            pipe.zrem(PENDING, order_id)
+            pipe.zrem(keys.PAYMENTS_DUE, order_id)
             await pipe.execute()
         if order_status == "pending_payment":
             merchants = await self.directory.batched("merchant", record["merchant_id"], "acts")

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,9 +50,13 @@ class Settings(BaseSettings):
 
     # An entity without messages this long has its cached state dropped from memory.
     entity_idle_s: float = 600.0
-    merchant_hosts: int = 4
-    rider_zone_hosts: int = 2
-    payment_hosts: int = 2
+    # Host actors per kind; 0 sizes the kind to the CPUs Ray is given: one merchant
+    # host per CPU, one rider-zone and one payment host per two. On a small machine
+    # each extra host process costs more in switching than it adds (README,
+    # Performance); on a cluster, set them to spread the hosts over the nodes.
+    merchant_hosts: int = 0
+    rider_zone_hosts: int = 0
+    payment_hosts: int = 0
     zone_resolution: int = 7
     dispatch_rings: int = 2
     offer_ttl_s: int = 30
@@ -72,6 +76,17 @@ class Settings(BaseSettings):
     payment_poll_s: float = 5.0
     # The provider's fee in basis points (the sandbox charges 0.6%, like WeChat Pay).
     provider_fee_bp: int = 60
+
+    @model_validator(mode="after")
+    def _size_hosts(self) -> Settings:
+        cpus = max(1, self.ray_num_cpus)
+        if self.merchant_hosts <= 0:
+            self.merchant_hosts = cpus
+        if self.rider_zone_hosts <= 0:
+            self.rider_zone_hosts = max(1, cpus // 2)
+        if self.payment_hosts <= 0:
+            self.payment_hosts = max(1, cpus // 2)
+        return self
 
     @property
     def sandbox_url(self) -> str:

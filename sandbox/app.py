@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from sandbox.signing import SIGNATURE_HEADER, sign
+from sandbox.signing import SIGNATURE_HEADER, SignatureError, sign, verify_checkout
 
 log = logging.getLogger("sandbox")
 
@@ -124,6 +124,8 @@ class Intent:
     paid_at: float | None = None
     closed_at: float | None = None
     refunded_fen: int = 0
+    # Set for intents opened from a signed checkout link: no payment after this.
+    expires_at: float | None = None
 
 
 @dataclass
@@ -193,6 +195,8 @@ class Provider:
         self.clock: Callable[[], float] = time.time
         self.intents: dict[str, Intent] = {}
         self.by_trade_no: dict[str, Intent] = {}
+        # Trade numbers closed before any checkout opened them: their links are dead.
+        self.closed_trade_nos: set[str] = set()
         self.refunds: dict[str, Refund] = {}
         self.ledger: list[LedgerRow] = []
         self.notifications: list[Notification] = []
@@ -291,12 +295,57 @@ class Provider:
         self.by_trade_no[out_trade_no] = intent
         return 201, self.intent_view(intent)
 
+    def open_checkout(self, params: dict[str, str]) -> Intent:
+        """The intent a signed checkout link names, opened on first use (Alipay style)."""
+        try:
+            verify_checkout(self.secret, params)
+        except SignatureError as err:
+            raise ApiError(400, "bad_signature", str(err)) from None
+        intent_id = _id_field(params, "intent_id")
+        out_trade_no = _id_field(params, "out_trade_no")
+        notify_url = _url_field(params, "notify_url")
+        try:
+            amount_fen, expires_at = int(params["amount_fen"]), int(params["expires_at"])
+        except ValueError:
+            raise ApiError(
+                422, "validation_error", "amount_fen and expires_at are integers"
+            ) from None
+        if not 0 < amount_fen <= MAX_AMOUNT_FEN:
+            raise ApiError(422, "validation_error", f"amount_fen must be in [1, {MAX_AMOUNT_FEN}]")
+        existing = self.intents.get(intent_id) or self.by_trade_no.get(out_trade_no)
+        if existing is not None:
+            if (existing.intent_id, existing.out_trade_no, existing.amount_fen) != (
+                intent_id,
+                out_trade_no,
+                amount_fen,
+            ):
+                raise ApiError(
+                    409, "out_trade_no_conflict", "the link does not match the existing intent"
+                )
+            return existing
+        if out_trade_no in self.closed_trade_nos:
+            raise ApiError(409, "intent_closed", f"order {out_trade_no!r} is closed")
+        intent = Intent(
+            intent_id=intent_id,
+            out_trade_no=out_trade_no,
+            amount_fen=amount_fen,
+            notify_url=notify_url,
+            description=None,
+            created_at=self.clock(),
+            expires_at=float(expires_at),
+        )
+        self.intents[intent_id] = intent
+        self.by_trade_no[out_trade_no] = intent
+        return intent
+
     def pay(self, intent_id: str) -> dict[str, Any]:
         intent = self.find_intent(intent_id)
         if intent.status == "closed":
             raise ApiError(409, "intent_closed", f"intent {intent_id!r} is closed")
         if intent.status == "created":
             now = self.clock()
+            if intent.expires_at is not None and now > intent.expires_at:
+                raise ApiError(409, "intent_expired", f"intent {intent_id!r} has expired")
             intent.status = "paid"
             intent.paid_at = now
             self.ledger.append(
@@ -328,6 +377,14 @@ class Provider:
             intent.status = "closed"
             intent.closed_at = self.clock()
         return {"intent_id": intent.intent_id, "status": intent.status}
+
+    def close_trade(self, out_trade_no: str) -> dict[str, Any]:
+        """Close by the merchant's order number, even before any checkout opened it."""
+        intent = self.by_trade_no.get(out_trade_no)
+        if intent is not None:
+            return {"out_trade_no": out_trade_no, **self.close(intent.intent_id)}
+        self.closed_trade_nos.add(out_trade_no)
+        return {"out_trade_no": out_trade_no, "intent_id": None, "status": "closed"}
 
     def query_order(self, out_trade_no: str) -> dict[str, Any]:
         intent = self.by_trade_no.get(out_trade_no)
@@ -708,10 +765,17 @@ _PAY_PAGE = """<!doctype html>
 """
 
 
+def _checkout_intent(request: web.Request) -> Intent:
+    provider = _provider(request)
+    intent_id = request.match_info["intent_id"]
+    if "sign" in request.query:
+        return provider.open_checkout({**request.query, "intent_id": intent_id})
+    return provider.find_intent(intent_id)
+
+
 async def pay_page(request: web.Request) -> web.Response:
     # Lets a person open pay_url in a browser during demos; machines POST.
-    provider = _provider(request)
-    intent = provider.find_intent(request.match_info["intent_id"])
+    intent = _checkout_intent(request)
     page = _PAY_PAGE.format(
         out_trade_no=html.escape(intent.out_trade_no),
         amount=f"¥{intent.amount_fen // 100}.{intent.amount_fen % 100:02d}",
@@ -722,7 +786,11 @@ async def pay_page(request: web.Request) -> web.Response:
 
 async def pay(request: web.Request) -> web.Response:
     # Whatever body the customer's client sends is irrelevant to paying.
-    return _json(_provider(request).pay(request.match_info["intent_id"]))
+    return _json(_provider(request).pay(_checkout_intent(request).intent_id))
+
+
+async def close_order(request: web.Request) -> web.Response:
+    return _json(_provider(request).close_trade(request.match_info["out_trade_no"]))
 
 
 async def query_order(request: web.Request) -> web.Response:
@@ -805,6 +873,7 @@ def make_app(secret: str, public_url: str, seed: int = 0) -> web.Application:
     router.add_get("/pay/{intent_id}", pay_page)
     router.add_post("/pay/{intent_id}", pay)
     router.add_get("/v1/orders/{out_trade_no}", query_order)
+    router.add_post("/v1/orders/{out_trade_no}/close", close_order)
     router.add_post("/v1/refunds", create_refund)
     router.add_get("/v1/refunds/{refund_no}", get_refund)
     router.add_get("/v1/statements", statements)

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 
+from actors.checkout import checkout
 from actors.placement import Directory
 from cluster.settings import Settings
 from domain import commands as c
@@ -146,8 +147,15 @@ class Api:
     async def order_view(self, order: dict[str, Any]) -> dict[str, Any]:
         view = {k: v for k, v in order.items() if k not in ("rider_id", "pickup")}
         rider_id = order.get("rider_id")
+        # One round trip for everything the view adds to the order.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.order(order["id"]), "eta")
+            pipe.get(keys.payment(order["id"]))
+            if rider_id:
+                pipe.hmget(keys.rider(rider_id), "lat", "lng")
+            raw_eta, raw_payment, *position = await pipe.execute()
         if rider_id:
-            lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
+            lat, lng = position[0]
             view["rider"] = {
                 "id": rider_id,
                 "lat": float(lat) if lat is not None else None,
@@ -155,17 +163,22 @@ class Api:
             }
         else:
             view["rider"] = None
-        raw_eta = await self.redis.hget(keys.order(order["id"]), "eta")
-        view["eta"] = orjson.loads(raw_eta) if raw_eta and order.get("rider_id") else None
-        raw = await self.redis.get(keys.payment(order["id"]))
-        if raw:
-            payment = orjson.loads(raw)
-            view["payment"] = {
-                "intent_id": payment["intent_id"],
-                "pay_url": payment["pay_url"],
-                "status": payment["status"],
-                "refunded_fen": payment["refunded_fen"],
-            }
+        view["eta"] = orjson.loads(raw_eta) if raw_eta and rider_id else None
+        if raw_payment:
+            payment = orjson.loads(raw_payment)
+        else:  # nothing happened to the payment yet: its pay link is all there is
+            payment = checkout(
+                self.settings,
+                order["id"],
+                order["amounts"]["total_fen"],
+                datetime.fromisoformat(order["placed_at"]).timestamp(),
+            ) | {"status": "created", "refunded_fen": 0}
+        view["payment"] = {
+            "intent_id": payment["intent_id"],
+            "pay_url": payment["pay_url"],
+            "status": payment["status"],
+            "refunded_fen": payment["refunded_fen"],
+        }
         return view
 
     # -- health and auth ----------------------------------------------------------

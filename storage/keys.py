@@ -71,6 +71,10 @@ def payment(order_id: str) -> str:
     return f"payment:{order_id}"
 
 
+# Orders awaiting payment, scored by when the provider is next asked about each.
+PAYMENTS_DUE = "payments:pending"
+
+
 def coupon(code: str) -> str:
     return f"coupon:{code}"
 

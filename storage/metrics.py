@@ -33,19 +33,27 @@ async def count(client: RedisClient, at: datetime, **fields: int) -> None:
         await pipe.execute()
 
 
-async def order_placed(client: RedisClient, at: datetime, zone: str, customer_id: str) -> None:
-    minute = minute_of(at)
+async def orders_placed(client: RedisClient, placed: list[tuple[datetime, str, str]]) -> None:
+    """Count new orders, each `(at, zone, customer_id)`, in one round trip.
+
+    A customer's first and second orders also move the customer and repeat counters.
+    """
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hincrby(_bucket(minute), "orders", 1)
-        pipe.expire(_bucket(minute), KEEP_S)
-        pipe.hincrby(_zones(minute), zone, 1)
-        pipe.expire(_zones(minute), KEEP_S)
-        pipe.hincrby("metrics:customer_orders", customer_id, 1)
-        _, _, _, _, placed_before = await pipe.execute()
-    if placed_before == 1:
-        await client.incr("metrics:customers")
-    elif placed_before == 2:
-        await client.incr("metrics:repeat_customers")
+        for at, zone, customer_id in placed:
+            minute = minute_of(at)
+            pipe.hincrby(_bucket(minute), "orders", 1)
+            pipe.expire(_bucket(minute), KEEP_S)
+            pipe.hincrby(_zones(minute), zone, 1)
+            pipe.expire(_zones(minute), KEEP_S)
+            pipe.hincrby("metrics:customer_orders", customer_id, 1)
+        replies = await pipe.execute()
+    placed_before = replies[4::5]
+    new_customers, repeat_customers = placed_before.count(1), placed_before.count(2)
+    if new_customers or repeat_customers:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.incrby("metrics:customers", new_customers)
+            pipe.incrby("metrics:repeat_customers", repeat_customers)
+            await pipe.execute()
 
 
 async def window(

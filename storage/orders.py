@@ -19,12 +19,18 @@ def inbox_key(role: str, owner_id: str) -> str:
 
 class OrderStore:
     def __init__(
-        self, client: RedisClient, scripts: Scripts, inbox_maxlen: int, retention_s: int
+        self,
+        client: RedisClient,
+        scripts: Scripts,
+        inbox_maxlen: int,
+        retention_s: int,
+        payment_check_after_s: float,
     ) -> None:
         self.client = client
         self.scripts = scripts
         self.inbox_maxlen = inbox_maxlen
         self.retention_ms = retention_s * 1000
+        self.payment_check_after_s = payment_check_after_s
 
     async def load(self, order_id: str) -> Order | None:
         raw = await self.client.hget(keys.order(order_id), "json")
@@ -41,17 +47,28 @@ class OrderStore:
         if stock_sign:
             for line in after.lines:
                 stock_args += [line.item_id, line.qty]
-        indexes: list[str] = []
+        placed_ms = int(after.placed_at.timestamp() * 1000)
+        indexes: list[tuple[str, float]] = []
         if before is None:
             indexes = [
-                keys.orders_of("customer", after.customer_id),
-                keys.orders_of("merchant", after.merchant_id),
+                (keys.orders_of("customer", after.customer_id), placed_ms),
+                (keys.orders_of("merchant", after.merchant_id), placed_ms),
+                # Saved with the order, so no order can await a payment nobody checks.
+                (
+                    keys.PAYMENTS_DUE,
+                    after.placed_at.timestamp() + self.payment_check_after_s,
+                ),
             ]
         elif isinstance(event, e.RiderAssigned):
-            indexes = [keys.orders_of("rider", event.rider_id)]
+            indexes = [(keys.orders_of("rider", event.rider_id), placed_ms)]
         inboxes = [inbox_key(role, who) for role, who in audience(after, event)]
         result = await self.scripts.apply_order(
-            keys=[keys.order(after.id), keys.stock(after.merchant_id), *indexes, *inboxes],
+            keys=[
+                keys.order(after.id),
+                keys.stock(after.merchant_id),
+                *(key for key, _ in indexes),
+                *inboxes,
+            ],
             args=[
                 before.version if before else 0,
                 after.version,
@@ -64,8 +81,8 @@ class OrderStore:
                 len(stock_args) // 2,
                 *stock_args,
                 len(indexes),
-                int(after.placed_at.timestamp() * 1000),
                 after.id,
+                *(score for _, score in indexes),
                 self.inbox_maxlen,
                 self.retention_ms,
                 orjson.dumps(event.as_dict()),

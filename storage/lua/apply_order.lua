@@ -1,7 +1,8 @@
 -- One order change, its stock movement, its indexes and its events: all or nothing.
 -- KEYS: order, stock, <n_idx index zsets>, <inbox streams>
 -- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
---       stock_sign, n_stock, (item, qty)*, n_idx, score, member, maxlen, retention_ms, event_json
+--       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, maxlen, retention_ms, event_json
+-- The index zsets hold the order id as member, each with its own score.
 -- Each event is appended to its inbox stream (trimmed by length and by age) and announced
 -- on `notify:<inbox>` as "<stream id> <event json>" for the replicas' fan-in readers.
 local order_key, stock_key = KEYS[1], KEYS[2]
@@ -30,11 +31,12 @@ i = i + 2 * n_stock
 redis.call('HSET', order_key, 'json', ARGV[3], 'version', ARGV[2], 'status', ARGV[4],
   'rider_id', ARGV[5], 'merchant_id', ARGV[6], 'customer_id', ARGV[7])
 local n_idx = tonumber(ARGV[i])
-local score, member = ARGV[i + 1], ARGV[i + 2]
-local maxlen, retention_ms, event = ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
-for k = 3, 2 + n_idx do
-  redis.call('ZADD', KEYS[k], score, member)
+local member = ARGV[i + 1]
+for k = 1, n_idx do
+  redis.call('ZADD', KEYS[2 + k], ARGV[i + 1 + k], member)
 end
+i = i + 2 + n_idx
+local maxlen, retention_ms, event = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
 local now = redis.call('TIME')
 local min_id = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - retention_ms)
 for k = 3 + n_idx, #KEYS do

@@ -150,6 +150,28 @@ def test_every_paid_order_is_paid_even_when_every_notification_is_lost(
         assert [t.kind for t in ledger_of(store, order["id"])] == ["capture"]
 
 
+def test_placement_asks_nothing_of_the_provider_until_the_customer_pays(
+    login: Callable[[str, str], Api], platform: Platform, store: redis.Redis
+) -> None:
+    world = make_world(login)
+    order = world.customer.post("/v1/orders", json=world.order_body()).json()
+    provider_view = f"{platform.settings.sandbox_url}/v1/orders/{order['id']}"
+    assert httpx.get(provider_view, timeout=10).status_code == 404
+    # The payment shard will still ask after it: the order joined the queue as it was saved.
+    assert store.zscore("payments:pending", order["id"]) is not None
+
+    view = world.customer.get(f"/v1/orders/{order['id']}").json()
+    assert view["payment"] == {**order["payment"], "status": "created", "refunded_fen": 0}
+    assert view["payment"]["pay_url"].startswith(
+        f"{platform.settings.sandbox_url}/pay/{order['payment']['intent_id']}?"
+    )
+
+    pay(order)
+    eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
+    assert httpx.get(provider_view, timeout=10).json()["status"] == "paid"
+    assert payment_of(store, order["id"])["intent_id"] == order["payment"]["intent_id"]
+
+
 def test_unpaid_orders_expire_and_give_back_stock_and_coupon(
     login: Callable[[str, str], Api], platform: Platform
 ) -> None:

@@ -280,6 +280,112 @@ async def test_close(env: Env) -> None:
     assert status == 404
 
 
+def checkout_link(
+    env: Env,
+    out_trade_no: str,
+    amount_fen: int = 1000,
+    expires_in_s: int = 900,
+    tamper: dict[str, str] | None = None,
+) -> str:
+    """A pay link signed the way the platform signs them (`actors/checkout.py`)."""
+    params = {
+        "intent_id": f"pi_{out_trade_no}",
+        "out_trade_no": out_trade_no,
+        "amount_fen": str(amount_fen),
+        "notify_url": env.receiver.url,
+        "expires_at": str(int(time.time()) + expires_in_s),
+    }
+    params["sign"] = signing.sign_checkout(SECRET, params)
+    params |= tamper or {}
+    query = "&".join(f"{k}={v}" for k, v in params.items() if k != "intent_id")
+    return f"/pay/{params['intent_id']}?{query}"
+
+
+async def test_signed_link_opens_the_intent_on_first_use_and_pays_once(env: Env) -> None:
+    link = checkout_link(env, "ord-link", 2500)
+    # Nothing exists at the provider until the customer follows the link.
+    status, _ = await env.call("GET", "/v1/orders/ord-link")
+    assert status == 404
+
+    status, paid = await env.call("POST", link)
+    assert status == 200, paid
+    assert (paid["intent_id"], paid["amount_fen"], paid["status"]) == (
+        "pi_ord-link",
+        2500,
+        "paid",
+    )
+    status, again = await env.call("POST", link)
+    assert (status, again) == (200, paid)
+    await wait_for(lambda: len(env.receiver.received) == 1)
+    note = env.receiver.received[0]
+    assert (note["intent_id"], note["out_trade_no"], note["amount_fen"]) == (
+        "pi_ord-link",
+        "ord-link",
+        2500,
+    )
+    status, order = await env.call("GET", "/v1/orders/ord-link")
+    assert (status, order["status"]) == (200, "paid")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "status", "code"),
+    [
+        ({"amount_fen": "1"}, 400, "bad_signature"),
+        ({"out_trade_no": "ord-other"}, 400, "bad_signature"),
+        ({"notify_url": "http://127.0.0.1:9/steal"}, 400, "bad_signature"),
+        ({"expires_at": "99999999999"}, 400, "bad_signature"),
+        ({"sign": "00" * 32}, 400, "bad_signature"),
+        ({"sign": ""}, 400, "bad_signature"),
+    ],
+)
+async def test_tampered_link_is_refused_and_opens_nothing(
+    env: Env, tamper: dict[str, str], status: int, code: str
+) -> None:
+    got, err = await env.call("POST", checkout_link(env, "ord-tamper", tamper=tamper))
+    assert (got, err.get("error", {}).get("code")) == (status, code), err
+    assert env.provider.intents == {}
+    assert env.provider.ledger == []
+
+
+async def test_expired_link_cannot_pay(env: Env) -> None:
+    status, err = await env.call("POST", checkout_link(env, "ord-late", expires_in_s=-5))
+    assert (status, err["error"]["code"]) == (409, "intent_expired")
+    assert env.provider.ledger == []
+    status, view = await env.call("GET", "/v1/orders/ord-late")
+    assert (status, view["status"]) == (200, "created")
+
+
+async def test_closing_an_order_before_checkout_kills_its_link(env: Env) -> None:
+    status, closed = await env.call("POST", "/v1/orders/ord-gone/close")
+    assert (status, closed["status"]) == (200, "closed")
+    status, err = await env.call("POST", checkout_link(env, "ord-gone"))
+    assert (status, err["error"]["code"]) == (409, "intent_closed")
+    assert env.provider.ledger == []
+
+    # After checkout, closing works on the opened intent; a paid one cannot be closed.
+    link = checkout_link(env, "ord-open")
+    async with env.http.get(env.sandbox + link) as page:  # the customer opens the page
+        assert page.status == 200
+        assert "ord-open" in await page.text()
+    status, closed = await env.call("POST", "/v1/orders/ord-open/close")
+    assert (status, closed["status"], closed["intent_id"]) == (200, "closed", "pi_ord-open")
+    status, err = await env.call("POST", link)
+    assert (status, err["error"]["code"]) == (409, "intent_closed")
+
+    status, _ = await env.call("POST", checkout_link(env, "ord-paid"))
+    assert status == 200
+    status, err = await env.call("POST", "/v1/orders/ord-paid/close")
+    assert (status, err["error"]["code"]) == (409, "already_paid")
+
+
+async def test_a_second_link_for_the_same_order_number_must_match(env: Env) -> None:
+    status, _ = await env.call("POST", checkout_link(env, "ord-twice", 1000))
+    assert status == 200
+    status, err = await env.call("POST", checkout_link(env, "ord-twice", 2000))
+    assert (status, err["error"]["code"]) == (409, "out_trade_no_conflict")
+    assert [row.amount_fen for row in env.provider.ledger] == [1000]
+
+
 # ---- delivery behaviour -----------------------------------------------------
 
 

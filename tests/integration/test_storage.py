@@ -50,7 +50,9 @@ async def test_server_keeps_an_append_only_file(client: RedisClient) -> None:
 async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
     client: RedisClient,
 ) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
+    store = OrderStore(
+        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
+    )
     await client.hset(keys.stock("m1"), "rice", 3)
     command = placing("o1", 2)
     (event,) = decide(None, command)
@@ -65,7 +67,9 @@ async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
 
 
 async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
+    store = OrderStore(
+        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
+    )
     await client.hset(keys.stock("m1"), "rice", 1)
     command = placing("o2", 2)
     (event,) = decide(None, command)
@@ -78,7 +82,9 @@ async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
 
 
 async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> None:
-    store = OrderStore(client, Scripts(client), inbox_maxlen=100, retention_s=3600)
+    store = OrderStore(
+        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
+    )
     await client.hset(keys.stock("m1"), "rice", 5)
     command = placing("o3", 1)
     (placed,) = decide(None, command)
