@@ -54,7 +54,12 @@ class Batcher(Generic[T, R]):
                     future.set_exception(err)
         else:
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                # One call of the batch that raised fails its own caller only.
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
         finally:
             self._in_flight -= 1

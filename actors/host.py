@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from cluster.settings import Settings
 from domain.errors import DomainError
@@ -111,6 +111,22 @@ class EntityHost:
         task = asyncio.get_running_loop().create_task(guarded())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    # The methods other processes may send through `calls` (see `Directory.call`).
+    BATCHED: ClassVar[frozenset[str]] = frozenset()
+
+    async def calls(self, batch: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Many calls in one message, run concurrently, each under its own entity's lock.
+
+        A call that raises gives its own caller the exception, not the whole batch.
+        """
+
+        async def one(method: str, args: tuple[Any, ...]) -> Any:
+            if method not in self.BATCHED:
+                return DomainError("invalid_request", f"{method} is not a batched method")
+            return await getattr(self, method)(*args)
+
+        return list(await asyncio.gather(*(one(m, a) for m, a in batch), return_exceptions=True))
 
     async def ping(self) -> str:
         await self.redis.ping()

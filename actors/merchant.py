@@ -48,6 +48,8 @@ class MerchantHost(EntityHost):
     Caches merchant profiles and menus, reloaded from Redis after a restart.
     """
 
+    BATCHED = frozenset({"act"})
+
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.directory = Directory(settings)
@@ -218,12 +220,6 @@ class MerchantHost(EntityHost):
             raise
         return order
 
-    async def acts(
-        self, requests: list[tuple[str, str, c.Command, tuple[str, str]]]
-    ) -> list[Reply]:
-        """Many commands in one message; each runs under its merchant's lock."""
-        return list(await asyncio.gather(*(self.act(*r) for r in requests)))
-
     async def act(
         self, merchant_id: str, order_id: str, command: c.Command, caller: tuple[str, str]
     ) -> Reply:
@@ -290,19 +286,24 @@ class MerchantHost(EntityHost):
 
     async def _dispatch(self, order: Order) -> Reply:
         zone = zone_of(order.pickup, self.settings.zone_resolution)
-        zones = await self.directory.host("rider_zone", zone)
-        result: Reply = await zones.dispatch.remote(zone, _dispatch_request(order))
+        result: Reply = await self.directory.call(
+            "rider_zone", zone, "dispatch", zone, _dispatch_request(order)
+        )
         return result
 
     async def _settle(self, order: Order) -> Reply:
-        payments = await self.directory.host("payment", order.id)
-        result: Reply = await payments.settle.remote(order.id)
+        result: Reply = await self.directory.call("payment", order.id, "settle", order.id)
         return result
 
     async def _refund(self, order: Order, amount_fen: int) -> Reply:
-        payments = await self.directory.host("payment", order.id)
-        result: Reply = await payments.refund.remote(
-            order.id, amount_fen, f"{order.id}-r{order.version}", order.close_reason or ""
+        result: Reply = await self.directory.call(
+            "payment",
+            order.id,
+            "refund",
+            order.id,
+            amount_fen,
+            f"{order.id}-r{order.version}",
+            order.close_reason or "",
         )
         return result
 

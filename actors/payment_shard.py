@@ -59,6 +59,8 @@ class PaymentShardHost(EntityHost):
     events on the inboxes of the order's customer, merchant and operations.
     """
 
+    BATCHED = frozenset({"notify", "settle", "refund"})
+
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.directory = Directory(settings)
@@ -199,16 +201,14 @@ class PaymentShardHost(EntityHost):
                 )
         if record["order_paid"]:
             return {"applied": False, "status": "captured"}
-        merchants = await self.directory.batched("merchant", record["merchant_id"], "acts")
-        paid = await merchants.submit(
-            (
-                record["merchant_id"],
-                record["order_id"],
-                c.MarkPaid(
-                    at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]
-                ),
-                ("system", "payments"),
-            )
+        paid = await self.directory.call(
+            "merchant",
+            record["merchant_id"],
+            "act",
+            record["merchant_id"],
+            record["order_id"],
+            c.MarkPaid(at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]),
+            ("system", "payments"),
         )
         record["order_paid"] = True
         await self._save(record)
@@ -439,14 +439,14 @@ class PaymentShardHost(EntityHost):
             pipe.zrem(keys.PAYMENTS_DUE, order_id)
             await pipe.execute()
         if order_status == "pending_payment":
-            merchants = await self.directory.batched("merchant", record["merchant_id"], "acts")
-            await merchants.submit(
-                (
-                    record["merchant_id"],
-                    order_id,
-                    c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
-                    ("system", "payments"),
-                )
+            await self.directory.call(
+                "merchant",
+                record["merchant_id"],
+                "act",
+                record["merchant_id"],
+                order_id,
+                c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
+                ("system", "payments"),
             )
         return 1
 

@@ -111,6 +111,11 @@ class Directory:
             batcher = self._batchers[(name, method)] = Batcher(send)
         return batcher
 
+    async def call(self, kind: str, entity_id: str, method: str, *args: Any) -> Any:
+        """`method(*args)` on the entity's host, sent with whatever else is going there."""
+        batcher = await self.batched(kind, entity_id, "calls")
+        return await batcher.submit((method, args))
+
     async def all_hosts(self) -> list[ActorHandle]:
         found = []
         for kind in KINDS:

@@ -53,6 +53,8 @@ class RiderZoneHost(EntityHost):
     the offered rider's inbox only.
     """
 
+    BATCHED = frozenset({"set_status", "locate", "answer", "dispatch"})
+
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.directory = Directory(settings)
@@ -371,14 +373,14 @@ class RiderZoneHost(EntityHost):
                 next_offer = await self._offer_next(zone, record["request"])
                 return {"offer_id": offer_id, "status": "declined", "next": next_offer}
             request = record["request"]
-            merchants = await self.directory.batched("merchant", request["merchant_id"], "acts")
-            assigned = await merchants.submit(
-                (
-                    request["merchant_id"],
-                    request["order_id"],
-                    c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
-                    ("system", "dispatch"),
-                )
+            assigned = await self.directory.call(
+                "merchant",
+                request["merchant_id"],
+                "act",
+                request["merchant_id"],
+                request["order_id"],
+                c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
+                ("system", "dispatch"),
             )
             if isinstance(assigned, DomainError):
                 await self._close(offer_id, record, "withdrawn")

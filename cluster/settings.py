@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # HAProxy's connection cap (Serve's default is 4,096).
     haproxy_maxconn: int = 30_000
     ray_num_cpus: int = 2
+    # Serve's line per request; it cost 7% of the replica's CPU in the full loop.
+    access_log: bool = False
 
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8100

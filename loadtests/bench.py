@@ -2,29 +2,26 @@
 
 One platform (HAProxy front door), then at a fixed concurrency:
 - the floor: `GET /v1/health/live`, Serve and nothing else;
-- order placement: `POST /v1/orders` (merchant actor, Lua script, payment intent);
+- order placement: `POST /v1/orders` (merchant actor, Lua script, signed pay link);
 - order read: `GET /v1/orders/{id}` while placement runs at full speed beside it;
-- the full loop: locust users walking place → pay → accept → offer → ready → pickup →
-  deliver with no think time (`--processes 2`), orders delivered per second and every
-  step's p99;
-then the resident memory of every process the run started. wrk and locust share the
-two cores with the platform; their CPU share is reported beside each figure.
+- the full loop: `loadtests/full_loop.py`, customers walking place → pay → accept →
+  offer → ready → pickup → deliver with no think time, merchants and riders on
+  WebSockets; orders delivered per second, the loop's p50 and p99 and every step's;
+then the resident memory of every process the run started. wrk and the loop driver
+share the two cores with the platform; their CPU share is reported beside each figure.
 Writes bench/results.json and bench/results.png.
 
-    python -m loadtests.bench [--duration 15] [--connections 32] [--users 40]
+    python -m loadtests.bench [--duration 15] [--connections 32] [--concurrency 32]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,91 +43,29 @@ def placed_orders(url: str, token: str) -> list[str]:
     return [o["id"] for o in answer.json()["orders"]]
 
 
-def full_loop(url: str, users: int, duration_s: int, work: Path) -> dict[str, Any]:
-    """Locust as its own processes (it must never share a process with ray)."""
-    env = {
-        **os.environ,
-        "LT_SHAPE": "off",
-        "LT_ACCEPT_THINK_S": "0",
-        "LT_PREP_S": "0",
-        "LT_TRAVEL_S": "0",
-        "LT_ORDER_POLL_S": "0.2",
-        "LT_MERCHANTS": "16",
-        "LT_MERCHANT_USERS": "4",
-    }
-    prefix = work / "loop"
-    started = time.monotonic()
-    proc = psutil.Popen(
+def full_loop(url: str, concurrency: int, duration_s: int, work: Path) -> dict[str, Any]:
+    """The lean asyncio driver (`loadtests/full_loop.py`) as its own process."""
+    out = work / "full_loop.json"
+    subprocess.run(
         [
             sys.executable,
             "-m",
-            "locust",
-            "-f",
-            "loadtests/locustfile.py",
-            "--headless",
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            f"{duration_s}s",
-            "--host",
+            "loadtests.full_loop",
+            "--url",
             url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-            "--processes",
-            "2",
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+            "--json",
+            str(out),
         ],
-        env=env,
+        check=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        timeout=duration_s + 600,
     )
-    cpu = 0.0
-    while proc.poll() is None and time.monotonic() - started < duration_s + 120:
-        with contextlib.suppress(psutil.Error):
-            cpu = sum(
-                p.cpu_times().user + p.cpu_times().system
-                for p in [proc, *proc.children(recursive=True)]
-            )
-        time.sleep(0.5)
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(30)
-    wall = time.monotonic() - started
-    steps: dict[str, Any] = {}
-    with open(f"{prefix}_stats.csv") as f:
-        for row in csv.DictReader(f):
-            if row["Name"] == "Aggregated":
-                continue
-            steps[f"{row['Type']} {row['Name']}"] = {
-                "count": int(row["Request Count"]),
-                "failures": int(row["Failure Count"]),
-                "p50_ms": float(row["50%"] or 0),
-                "p99_ms": float(row["99%"] or 0),
-            }
-    delivered = next(
-        (
-            v["count"]
-            for k, v in steps.items()
-            if "delivered" in k.lower() and k.startswith("ORDER")
-        ),
-        0,
-    )
-    # Long polls wait by design; every other HTTP step counts for the worst p99.
-    http_steps = {
-        k: v for k, v in steps.items() if not k.startswith("ORDER") and "sync/events" not in k
-    }
-    return {
-        "users": users,
-        "duration_s": duration_s,
-        "delivered": delivered,
-        "delivered_per_s": round(delivered / duration_s, 1),
-        "worst_step_p99_ms": max((v["p99_ms"] for v in http_steps.values()), default=None),
-        "failures": sum(v["failures"] for v in steps.values()),
-        "steps": steps,
-        "locust_cpu_share": round(cpu / wall / psutil.cpu_count(), 3),
-    }
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
 
 
 def memory(platform_pid: int) -> dict[str, float]:
@@ -191,7 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=32, help="full loop: customers")
+    parser.add_argument("--loop-duration", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args()
     c, d = args.connections, args.duration
@@ -212,7 +148,7 @@ def main() -> None:
         writer.start()
         reading = run_wrk(url, d, max(4, c // 4), read)
         writer.join()
-        loop = full_loop(url, args.users, 60, work)
+        loop = full_loop(url, args.concurrency, args.loop_duration, work)
         mem = memory(os.getpid())
     results = {
         "connections": c,
@@ -228,7 +164,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     chart(results, args.out.with_suffix(".png"))
-    print(f"wrk -c{c} -d{d}s; full loop: locust -u {args.users} --processes 2, 60 s\n")
+    print(
+        f"wrk -c{c} -d{d}s; full loop: loadtests.full_loop --concurrency {args.concurrency}, "
+        f"{args.loop_duration} s\n"
+    )
     print("| figure | throughput | p50 ms | p99 ms | load generator CPU |")
     print("|---|---|---|---|---|")
     for name, r in (
@@ -242,8 +181,9 @@ def main() -> None:
             f"{r['wrk_cpu_share']:.0%} |"
         )
     print(
-        f"| full loop (delivered orders) | {loop['delivered_per_s']}/s | - | "
-        f"{loop['worst_step_p99_ms']} (worst step) | {loop['locust_cpu_share']:.0%} |"
+        f"| full loop, orders delivered | {loop['delivered_per_s']}/s | "
+        f"{loop['loop_p50_ms']:.0f} (loop) | {loop['loop_p99_ms']:.0f} (loop); "
+        f"{loop['worst_step_p99_ms']} ({loop['worst_step']}) | {loop['driver_cpu_share']:.0%} |"
     )
     print(
         f"\nplacement / floor: {results['place_to_floor_ratio']:.1%}; "

@@ -138,9 +138,10 @@ class Api:
 
     async def act(self, order_id: str, command: c.Command, caller: auth.Caller) -> Response:
         merchant_id, *_ = await self.order_owner(order_id)
-        commands = await self.directory.batched("merchant", merchant_id, "acts")
         order = unwrap(
-            await commands.submit((merchant_id, order_id, command, (caller.role, caller.sub)))
+            await self.directory.call(
+                "merchant", merchant_id, "act", merchant_id, order_id, command, caller.who
+            )
         )
         return as_json(await self.order_view(order))
 
@@ -402,18 +403,20 @@ class Api:
                 raise DomainError("location_required", "send lat and lng when going online first")
             lat, lng = float(known[0]), float(known[1])
         zone = zone_of(Point(lat, lng), self.settings.zone_resolution)
-        host = await self.directory.host("rider_zone", zone)
-        return as_json(
-            unwrap(await host.set_status.remote(zone, caller.sub, body.online, lat, lng))
+        status = await self.directory.call(
+            "rider_zone", zone, "set_status", zone, caller.sub, body.online, lat, lng
         )
+        return as_json(unwrap(status))
 
     @api.post("/v1/riders/me/location")
     async def rider_location(self, body: LocationIn, request: Request) -> Response:
         caller = self.caller(request)
         caller.require("rider")
         zone = zone_of(Point(body.lat, body.lng), self.settings.zone_resolution)
-        host = await self.directory.host("rider_zone", zone)
-        return as_json(unwrap(await host.locate.remote(zone, caller.sub, body.lat, body.lng)))
+        located = await self.directory.call(
+            "rider_zone", zone, "locate", zone, caller.sub, body.lat, body.lng
+        )
+        return as_json(unwrap(located))
 
     async def answer_offer(self, offer_id: str, request: Request, accept: bool) -> Response:
         caller = self.caller(request)
@@ -422,10 +425,12 @@ class Api:
         if raw is None:
             raise not_found("offer", offer_id)
         zone = orjson.loads(raw)["zone"]
-        host = await self.directory.host("rider_zone", zone)
 
         async def run() -> Response:
-            return as_json(unwrap(await host.answer.remote(zone, offer_id, caller.sub, accept)))
+            answered = await self.directory.call(
+                "rider_zone", zone, "answer", zone, offer_id, caller.sub, accept
+            )
+            return as_json(unwrap(answered))
 
         return await self.idempotent(request, caller, run)
 
@@ -462,8 +467,8 @@ class Api:
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return errors.error_response("malformed_json", "not a provider notification", 400)
-        host = await self.directory.host("payment", order_id)
-        unwrap(await host.notify.remote(body, request.headers.get("x-sandbox-signature")))
+        signature = request.headers.get("x-sandbox-signature")
+        unwrap(await self.directory.call("payment", order_id, "notify", body, signature))
         return PlainTextResponse("success")
 
     @api.post("/v1/admin/coupons", status_code=201)
@@ -685,4 +690,5 @@ def build(settings: Settings) -> Any:
         graceful_shutdown_timeout_s=5,
         graceful_shutdown_wait_loop_s=0.5,
         ray_actor_options={"num_cpus": 0},
+        logging_config={"enable_access_log": settings.access_log},
     ).bind(settings)

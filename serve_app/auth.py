@@ -19,6 +19,11 @@ class Caller:
     role: str
     sub: str
 
+    @property
+    def who(self) -> tuple[str, str]:
+        """`(role, sub)`, as the domain's authorisation takes it."""
+        return self.role, self.sub
+
     def require(self, *roles: str) -> None:
         if self.role not in roles:
             raise forbidden(f"this needs the role {' or '.join(roles)}")

@@ -50,3 +50,12 @@ async def test_batches_are_capped() -> None:
     assert await asyncio.gather(*(batcher.submit(i) for i in range(45))) == list(range(45))
     assert max(sizes) <= 10
     assert sum(sizes) == 45
+
+
+async def test_one_failed_call_fails_only_its_own_caller() -> None:
+    async def send(items: list[int]) -> list[object]:
+        return [ValueError(f"bad {i}") if i == 2 else i for i in items]
+
+    batcher: Batcher[int, object] = Batcher(send, max_in_flight=1)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert [r if not isinstance(r, ValueError) else str(r) for r in results] == [0, 1, "bad 2", 3]

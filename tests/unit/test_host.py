@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from actors.host import EntityHost
 from cluster.settings import Settings
@@ -44,3 +45,36 @@ async def test_idle_entities_are_dropped_from_the_caches() -> None:
         pass
     assert h.sweep(now=time.monotonic() + 61) == 2
     assert states == {}
+
+
+class Echo(EntityHost):
+    BATCHED = frozenset({"echo", "boom"})
+    inside: ClassVar[list[str]] = []
+    overlaps: ClassVar[list[tuple[str, ...]]] = []
+
+    async def echo(self, entity: str, value: int) -> tuple[str, int]:
+        async with self.lock(entity):
+            self.inside.append(entity)
+            self.overlaps.append(tuple(sorted(self.inside)))
+            await asyncio.sleep(0.01)
+            self.inside.remove(entity)
+            return entity, value
+
+    async def boom(self) -> None:
+        raise RuntimeError("broken")
+
+    async def secret(self) -> str:
+        return "not for batches"
+
+
+async def test_batched_calls_run_together_and_fail_alone() -> None:
+    h = Echo(Settings(redis_url="redis://127.0.0.1:1/0"))
+    replies = await h.calls(
+        [("echo", ("a", 1)), ("echo", ("b", 2)), ("boom", ()), ("secret", ()), ("echo", ("a", 3))]
+    )
+    # Different entities ran side by side; the same entity waited its turn.
+    assert ("a", "b") in Echo.overlaps
+    assert ("a", "a") not in Echo.overlaps
+    assert replies[0] == ("a", 1) and replies[1] == ("b", 2) and replies[4] == ("a", 3)
+    assert isinstance(replies[2], RuntimeError)
+    assert getattr(replies[3], "code", None) == "invalid_request"
