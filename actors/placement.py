@@ -81,6 +81,9 @@ def start_hosts(settings: Settings) -> list[ActorHandle]:
     return handles
 
 
+CALLS_IN_FLIGHT = 4
+
+
 class Directory:
     """Handles to host actors, looked up once per process and kept."""
 
@@ -97,8 +100,11 @@ class Directory:
             self._handles[name] = handle
         return handle
 
-    async def batched(self, kind: str, entity_id: str, method: str) -> Batcher[Any, Any]:
-        """Calls to `method` (which takes and returns lists) of this entity's host, coalesced."""
+    async def batched(
+        self, kind: str, entity_id: str, method: str, in_flight: int = 1
+    ) -> Batcher[Any, Any]:
+        """Calls to `method` (which takes and returns lists) of this entity's host, coalesced,
+        with at most `in_flight` batches on their way at once."""
         name = host_name(kind, host_index(entity_id, host_count(kind, self.settings)))
         batcher = self._batchers.get((name, method))
         if batcher is None:
@@ -108,12 +114,14 @@ class Directory:
                 results: list[Any] = await remote.remote(items)
                 return results
 
-            batcher = self._batchers[(name, method)] = Batcher(send)
+            batcher = self._batchers[(name, method)] = Batcher(send, max_in_flight=in_flight)
         return batcher
 
     async def call(self, kind: str, entity_id: str, method: str, *args: Any) -> Any:
         """`method(*args)` on the entity's host, sent with whatever else is going there."""
-        batcher = await self.batched(kind, entity_id, "calls")
+        # A batch answers when its slowest call does (a dispatch, a provider call), so
+        # mixed calls keep a few batches going rather than queue behind one.
+        batcher = await self.batched(kind, entity_id, "calls", in_flight=CALLS_IN_FLIGHT)
         return await batcher.submit((method, args))
 
     async def all_hosts(self) -> list[ActorHandle]:

@@ -18,7 +18,7 @@ from cluster.settings import Settings
 from domain import commands as c
 from domain.dispatch import Dispatch, Job, Offer, RiderPosition, Weights, eta, rank
 from domain.errors import DomainError, forbidden, not_found
-from domain.geo import Point, zones_at
+from domain.geo import Point, distance_m, zones_at
 from storage import keys, metrics
 from storage.orders import inbox_key, queue_event
 
@@ -180,9 +180,22 @@ class RiderZoneHost(EntityHost):
 
     # -- who carries what ---------------------------------------------------------
 
-    async def _candidates(self, zone: str, pickup: Point, ring: int) -> list[RiderPosition]:
-        """The riders of the zones exactly `ring` steps from this one (0: its own, in memory)."""
-        found: set[str] = set((await self._zone(zone)).riders) if ring == 0 else set()
+    async def _candidates(
+        self, zone: str, pickup: Point, ring: int, rest: bool = False
+    ) -> list[RiderPosition]:
+        """The nearest riders of the zones exactly `ring` steps from this one (0: its own,
+        in memory), at most `dispatch_shortlist` per zone; with `rest`, the zone's others.
+
+        A rider farther away than that many others is rarely the one to send, and reading
+        every rider of a busy zone on every dispatch would make dispatch as slow as the
+        zone is large; the rest are read only when nobody on the shortlist can go.
+        """
+        shortlist = self.settings.dispatch_shortlist
+        found: set[str] = set()
+        if ring == 0:
+            known = (await self._zone(zone)).riders
+            nearest = sorted(known, key=lambda rid: distance_m(known[rid][0], pickup))
+            found.update(nearest[shortlist:] if rest else nearest[:shortlist])
         neighbours = zones_at(zone, ring) if ring else []
         if neighbours:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -194,7 +207,7 @@ class RiderZoneHost(EntityHost):
                         radius=SEARCH_RADIUS_M,
                         unit="m",
                         sort="ASC",
-                        count=20,
+                        count=shortlist,
                     )
                 for ids in await pipe.execute():
                     found.update(ids)
@@ -257,10 +270,14 @@ class RiderZoneHost(EntityHost):
         tried = frozenset(await self.redis.smembers(f"dispatch:{order_id}:tried"))
         ranked: list[RiderPosition] = []
         candidates: list[RiderPosition] = []
-        # Widen ring by ring: the zone first, then its neighbours, out to the limit;
-        # each ring adds only its own riders to those already found.
-        for ring in range(0, self.settings.dispatch_rings + 1):
-            found = await self._candidates(zone, order.pickup, ring)
+        # Widen step by step: the zone's shortlist, the rest of the zone, then each ring
+        # of neighbours out to the limit; each step adds only riders not yet found.
+        steps = [(0, False), (0, True)]
+        steps += [(ring, False) for ring in range(1, self.settings.dispatch_rings + 1)]
+        for ring, rest in steps:
+            found = await self._candidates(zone, order.pickup, ring, rest)
+            if not found and candidates:
+                continue
             seen = {r.rider_id for r in candidates}
             candidates += [r for r in found if r.rider_id not in seen]
             ranked = rank(

@@ -115,6 +115,11 @@ class Platform:
         os.environ.update(
             haproxy_environment(self.haproxy_dir, s.front_door == "haproxy", s.haproxy_maxconn)
         )
+        if s.serve_throughput_optimized:
+            # Serve's own switch: handlers run on the replica's main loop instead of a
+            # loop in another thread (no hop between threads per request), with less
+            # logging. Placement went from 960 to 1,300/s (README, Performance).
+            os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
         if not ray.is_initialized():
             if s.ray_address:
                 ray.init(address=s.ray_address, namespace=NAMESPACE)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     ray_num_cpus: int = 2
     # Serve's line per request; it cost 7% of the replica's CPU in the full loop.
     access_log: bool = False
+    # Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED: handlers on the replica's own event loop.
+    serve_throughput_optimized: bool = True
 
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8100
@@ -61,6 +63,8 @@ class Settings(BaseSettings):
     payment_hosts: int = 0
     zone_resolution: int = 7
     dispatch_rings: int = 2
+    # The nearest riders of each zone that dispatch weighs for an order.
+    dispatch_shortlist: int = 12
     offer_ttl_s: int = 30
     # "score" weighs distance, load, ready time and fairness; "nearest" is the baseline.
     dispatch_policy: Literal["score", "nearest"] = "score"
