@@ -45,7 +45,7 @@ bench-frontdoor: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.frontdoor
 
 bench-sync: $(STAMP)
-	$(BIN)/python -m loadtests.bench_sync
+	$(BIN)/python -m loadtests.bench_sync --replicas 4
 
 bench-nearby: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench_nearby

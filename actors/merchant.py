@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,9 @@ from domain.pricing import DeliveryTariff
 from storage import coupons, keys, metrics
 
 log = logging.getLogger(__name__)
+
+# Orders under way kept in memory per host: a bound, so abandoned ones cannot pile up.
+ORDERS_KEPT = 10_000
 
 Reply = dict[str, Any] | DomainError
 
@@ -55,6 +59,23 @@ class MerchantHost(EntityHost):
         self.directory = Directory(settings)
         self.tariff = DeliveryTariff()
         self._state: dict[str, MerchantState] = self.cache({})
+        # Orders under way, most recently used last. This host is the only writer of
+        # its merchants' orders, and every write is guarded by the order's version, so
+        # a copy here saves a read per command and a stale one fails safe.
+        self._orders: OrderedDict[str, Order] = OrderedDict()
+
+    def _remember(self, order: Order) -> None:
+        if not order.is_open:
+            self._orders.pop(order.id, None)
+            return
+        self._orders[order.id] = order
+        self._orders.move_to_end(order.id)
+        if len(self._orders) > ORDERS_KEPT:
+            self._orders.popitem(last=False)
+
+    async def _order(self, order_id: str) -> Order | None:
+        order = self._orders.get(order_id)
+        return order if order is not None else await self.orders.load(order_id)
 
     async def _load(self, merchant_id: str) -> MerchantState:
         state = self._state.get(merchant_id)
@@ -227,21 +248,37 @@ class MerchantHost(EntityHost):
         try:
             async with self.lock(merchant_id):
                 await self._load(merchant_id)
-                before = await self.orders.load(order_id)
-                if before is None or before.merchant_id != merchant_id:
-                    return not_found("order", order_id)
-                authorize(before, command, *caller)
-                order = before
-                happened = decide(order, command)
-                for event in happened:
-                    after = evolve(order, event)
-                    await self.orders.commit(order, after, event)
-                    order = after
+                kept = order_id in self._orders
+                try:
+                    order, happened = await self._apply(merchant_id, order_id, command, caller)
+                except DomainError:
+                    if not kept:
+                        raise
+                    # The kept copy may be behind Redis (another host wrote meanwhile):
+                    # judge the command again on what Redis holds.
+                    self._orders.pop(order_id, None)
+                    order, happened = await self._apply(merchant_id, order_id, command, caller)
         except DomainError as err:
             return err
         for event in happened:
             self._follow_up(order, event)
         return order.as_dict()
+
+    async def _apply(
+        self, merchant_id: str, order_id: str, command: c.Command, caller: tuple[str, str]
+    ) -> tuple[Order, list[e.Event]]:
+        before = await self._order(order_id)
+        if before is None or before.merchant_id != merchant_id:
+            raise not_found("order", order_id)
+        authorize(before, command, *caller)
+        order = before
+        happened = decide(order, command)
+        for event in happened:
+            after = evolve(order, event)
+            await self.orders.commit(order, after, event)
+            order = after
+        self._remember(order)
+        return order, happened
 
     def _follow_up(self, order: Order, event: e.Event) -> None:
         """What an event sets going elsewhere: acceptance, dispatch, refunds, coupons back."""

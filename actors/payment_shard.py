@@ -400,7 +400,7 @@ class PaymentShardHost(EntityHost):
                 log.exception("payment poll failed")
 
     async def poll_once(self) -> int:
-        """Ask the provider about this host's open intents; returns how many were settled."""
+        """Ask the provider about this host's orders awaiting payment; returns how many settled."""
         hosts = host_count("payment", self.settings)
         due = await self.redis.zrangebyscore(
             keys.PAYMENTS_DUE, "-inf", time.time(), start=0, num=500

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     inbox_retention_s: int = 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     payment_timeout_s: int = 15 * 60
-    # How often open intents are checked with the provider (lost notifications).
+    # How often orders awaiting payment are checked with the provider (lost notifications).
     payment_poll_s: float = 5.0
     # The provider's fee in basis points (the sandbox charges 0.6%, like WeChat Pay).
     provider_fee_bp: int = 60

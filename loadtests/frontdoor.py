@@ -2,7 +2,7 @@
 
 For each mode: start the whole platform on fresh ports and a fresh Redis, onboard
 merchants with deep stock, then drive `GET /v1/health/live` (the floor: Serve and
-nothing else) and `POST /v1/orders` (an actor, a Lua script, a payment intent) with
+nothing else) and `POST /v1/orders` (an actor, a Lua script, a signed pay link) with
 wrk at a fixed concurrency. Writes `bench/frontdoor.json` and prints a table.
 
     python -m loadtests.frontdoor [--duration 15] [--connections 32]

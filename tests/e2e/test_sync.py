@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -9,8 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 import redis
+from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -270,3 +273,32 @@ def test_socket_without_a_valid_token_is_refused(platform: Platform, bad: str) -
     with pytest.raises((InvalidStatus, ConnectionClosed)) as refused, connect(url) as socket:
         socket.recv(timeout=5)
     assert "4401" in str(refused.value) or "403" in str(refused.value)
+
+
+WAVE = 1000
+
+
+async def test_waves_of_sockets_leave_the_replica_flat(
+    platform: Platform, login: Callable[[str, str], Api]
+) -> None:
+    """Closed sockets give their memory back: a replica serving terminals that come and
+    go all day must not grow with every one it ever served (an open socket holds about
+    100 KiB; freezing them out of the garbage collector once kept all of it)."""
+
+    customer = login("customer", f"c_churn_{random.randint(0, 10**9)}")
+    url = ws_url(platform, customer)
+    replica = next(
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "ServeReplica:o2o:api" in " ".join(p.cmdline())
+    )
+    resident: list[float] = []
+    for _ in range(5):
+        sockets = await asyncio.gather(*(connect_async(url) for _ in range(WAVE)))
+        await asyncio.gather(*(s.close() for s in sockets))
+        await asyncio.sleep(1.0)
+        resident.append(replica.memory_info().rss / 2**20)
+    # The first wave grows the allocator's pools; after it, what stays per closed
+    # socket is noise (about 6 KiB measured), far below a socket's 100 KiB.
+    kept_kib = (resident[-1] - resident[1]) * 1024 / (3 * WAVE)
+    assert kept_kib < 20, resident
