@@ -47,7 +47,7 @@ def cpu_by_process(seconds: float) -> dict[str, float]:
         except psutil.Error:
             continue
         title = " ".join(argv)
-        name = title.split(".")[0] if title.startswith("ray::") else proc.name()
+        name = title.split(".")[0].strip() if title.startswith("ray::") else proc.name()
         shares[name] = shares.get(name, 0.0) + share
     return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import jwt
@@ -38,6 +39,16 @@ def issue(secret: str, role: str, sub: str, ttl_s: int) -> tuple[str, int]:
 def decode(secret: str, token: str | None) -> Caller:
     if not token:
         raise DomainError("unauthorized", "a bearer token is required")
+    caller, expires = _verified(secret, token)
+    if expires <= time.time():
+        raise DomainError("unauthorized", "invalid token: Signature has expired")
+    return caller
+
+
+@lru_cache(maxsize=65_536)
+def _verified(secret: str, token: str) -> tuple[Caller, float]:
+    """The caller a token names and when it expires; a terminal sends the same token with
+    every request, so its signature is checked once (refusals raise and are not kept)."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
@@ -47,7 +58,7 @@ def decode(secret: str, token: str | None) -> Caller:
     role = claims.get("role")
     if role not in ROLES or not isinstance(claims["sub"], str) or not claims["sub"]:
         raise DomainError("unauthorized", "the token has no valid role or subject")
-    return Caller(role=role, sub=claims["sub"])
+    return Caller(role=role, sub=claims["sub"]), float(claims["exp"])
 
 
 def bearer(header: str | None) -> str | None:
