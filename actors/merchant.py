@@ -49,7 +49,8 @@ class MerchantHost(EntityHost):
     `order:{id}` with its indexes (a new order also joins `payments:pending`), and
     every order event on the inboxes of its customer, merchant, rider and
     operations, each change in one Lua script.
-    Caches merchant profiles and menus, reloaded from Redis after a restart.
+    Caches merchant profiles and menus, reloaded from Redis after a restart, and up
+    to `ORDERS_KEPT` orders under way (read again whenever a command fails on one).
     """
 
     BATCHED = frozenset({"act"})
@@ -317,9 +318,13 @@ class MerchantHost(EntityHost):
             pipe.hincrby(keys.rider(rider_id), "load", -1)
             pipe.hincrby(keys.rider(rider_id), f"delivered:{now:%Y%m%d}", 1)
             pipe.srem(keys.rider_orders(rider_id), order.id)
-            await pipe.execute()
+            pipe.hget(keys.rider(rider_id), "zone")
+            *_, zone = await pipe.execute()
         seconds = int((now - order.placed_at).total_seconds())
         await metrics.count(self.redis, now, delivered=1, delivery_seconds=seconds)
+        if zone:
+            # Orders waiting for a rider there need not wait for the next retry round.
+            await self.directory.call("rider_zone", zone, "nudge", zone)
 
     async def _dispatch(self, order: Order) -> Reply:
         zone = zone_of(order.pickup, self.settings.zone_resolution)

@@ -53,7 +53,7 @@ class RiderZoneHost(EntityHost):
     the offered rider's inbox only.
     """
 
-    BATCHED = frozenset({"set_status", "locate", "answer", "dispatch"})
+    BATCHED = frozenset({"set_status", "locate", "answer", "dispatch", "nudge"})
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
@@ -61,6 +61,8 @@ class RiderZoneHost(EntityHost):
         self.weights = Weights(capacity=settings.rider_capacity)
         self._retry_loop: asyncio.Task[None] | None = None
         self._zones: dict[str, ZoneState] = self.cache({})
+        # Zones whose waiting orders are being offered again after a nudge.
+        self._nudged: set[str] = set()
 
     def _ensure_retry_loop(self) -> None:
         if self._retry_loop is None or self._retry_loop.done():
@@ -89,7 +91,10 @@ class RiderZoneHost(EntityHost):
     ) -> Reply:
         self._ensure_retry_loop()
         async with self.lock(zone):
-            return await self._place_rider(zone, rider_id, online, lat, lng)
+            placed = await self._place_rider(zone, rider_id, online, lat, lng)
+        if online:
+            await self.nudge(zone)
+        return placed
 
     async def locate(self, zone: str, rider_id: str, lat: float, lng: float) -> Reply:
         async with self.lock(zone):
@@ -388,6 +393,8 @@ class RiderZoneHost(EntityHost):
             if not accept:
                 await self._close(offer_id, record, "declined")
                 next_offer = await self._offer_next(zone, record["request"])
+                # The rider may take another order; this one will not be offered again.
+                await self.nudge(zone)
                 return {"offer_id": offer_id, "status": "declined", "next": next_offer}
             request = record["request"]
             assigned = await self.directory.call(
@@ -412,7 +419,9 @@ class RiderZoneHost(EntityHost):
                     pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
                 await pipe.execute()
             await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
-            return {"offer_id": offer_id, "status": "accepted", "order": assigned, "eta": first_eta}
+        # Answered, the rider can be asked again (up to its capacity).
+        await self.nudge(zone)
+        return {"offer_id": offer_id, "status": "accepted", "order": assigned, "eta": first_eta}
 
     async def _retry_waiting(self) -> None:
         """Orders that found no rider are offered again every few seconds."""
@@ -429,18 +438,35 @@ class RiderZoneHost(EntityHost):
     def _mine(self, zone: str) -> bool:
         return host_index(zone, host_count("rider_zone", self.settings)) == self.index
 
-    async def _retry_zone(self, zone: str) -> None:
+    async def _retry_zone(self, zone: str, forget_declines: bool = True) -> None:
         waiting = await self.redis.zrange(keys.dispatch_waiting(zone), 0, 49)
         for raw in waiting:
-            await self.redis.zrem(keys.dispatch_waiting(zone), raw)
+            if not await self.redis.zrem(keys.dispatch_waiting(zone), raw):
+                continue  # another retry of this zone took it
             request = orjson.loads(raw)
             status = await self.redis.hget(keys.order(request["order_id"]), "status")
             if status not in ("accepted", "ready"):
                 continue
-            # Riders who declined earlier may take it now that time has passed.
-            await self.redis.delete(f"dispatch:{request['order_id']}:tried")
+            if forget_declines:
+                # Riders who declined earlier may take it now that time has passed.
+                await self.redis.delete(f"dispatch:{request['order_id']}:tried")
             async with self.lock(zone):
                 await self._offer_next(zone, {**request, "told_ops": True})
+
+    async def nudge(self, zone: str) -> Reply:
+        """A rider of this zone may have become free: offer the waiting orders now rather
+        than at the next retry round (riders who declined are not asked again here)."""
+        if zone not in self._nudged and await self.redis.exists(keys.dispatch_waiting(zone)):
+            self._nudged.add(zone)
+
+            async def retry() -> None:
+                try:
+                    await self._retry_zone(zone, forget_declines=False)
+                finally:
+                    self._nudged.discard(zone)
+
+            self.spawn(retry(), f"nudge {zone}")
+        return {"zone": zone}
 
 
 def _job(order: dict[str, Any]) -> Job:

@@ -1,0 +1,71 @@
+"""Waiting orders and the riders who free up, against a real Redis-protocol server (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from actors.rider_zone import RiderZoneHost
+from cluster.settings import Settings
+from domain.geo import Point, zone_of
+from storage import keys
+from storage.redis import connect
+from storage.server import EmbeddedRedis
+
+KITCHEN = Point(30.25, 120.15)
+
+
+@pytest.fixture
+async def host(redis_server: EmbeddedRedis) -> AsyncIterator[RiderZoneHost]:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/3")
+    client = connect(settings.effective_redis_url)
+    await client.flushdb()
+    zones = RiderZoneHost(settings)
+    yield zones
+    if zones._retry_loop is not None:
+        zones._retry_loop.cancel()
+    await client.flushdb()
+    await client.aclose()
+    await zones.redis.aclose()
+
+
+def request(order_id: str) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "merchant_id": "m_wait",
+        "version": 3,
+        "ready_at": None,
+        "pickup": {"lat": KITCHEN.lat, "lng": KITCHEN.lng},
+        "dropoff": {"lat": KITCHEN.lat + 0.005, "lng": KITCHEN.lng},
+    }
+
+
+async def settled(zones: RiderZoneHost) -> None:
+    """Every follow-up the host spawned has run (the retry round itself waits 5 s)."""
+    while zones._background:
+        await asyncio.gather(*zones._background)
+
+
+async def test_waiting_orders_go_to_a_rider_as_soon_as_one_is_free(host: RiderZoneHost) -> None:
+    zone = zone_of(KITCHEN, host.settings.zone_resolution)
+    await host.redis.hset(keys.order("o_wait"), mapping={"status": "accepted", "version": 3})
+    waiting = await host.dispatch(zone, request("o_wait"))
+    assert waiting["waiting"] is True  # nobody online
+
+    # A rider comes online next to the kitchen: the nudge offers the order now, not at
+    # the next retry round.
+    await host.set_status(zone, "r_new", True, KITCHEN.lat, KITCHEN.lng)
+    await settled(host)
+    offer_id = await host.redis.get(keys.rider_offer("r_new"))
+    assert offer_id is not None
+    assert await host.redis.zcard(keys.dispatch_waiting(zone)) == 0
+
+    # Declined: the order waits again, and a nudge does not ask the same rider twice.
+    declined = await host.answer(zone, offer_id, "r_new", accept=False)
+    await settled(host)
+    assert declined["status"] == "declined"
+    assert await host.redis.get(keys.rider_offer("r_new")) is None
+    assert await host.redis.zcard(keys.dispatch_waiting(zone)) == 1
