@@ -43,9 +43,10 @@ class ZoneState:
 class RiderZoneHost(EntityHost):
     """Hosts rider-zone entities, one per h3 cell.
 
-    Concurrency: one `asyncio.Lock` per zone; a zone's location updates, offers and
-    answers run one at a time. Offer expiry and the retry of orders that found no
-    rider are asyncio timers on this host.
+    Concurrency: one `asyncio.Lock` per zone for choosing riders (a zone's dispatches
+    run one at a time, so no rider is asked two questions at once), one per offer for
+    its answer and its expiry, one per rider for its position and status. Offer
+    expiry and the retry of orders that found no rider are asyncio timers on this host.
     Keeps the zone's online riders in memory (loaded from Redis on first use after a
     start) and persists: `rider:{id}` (position, zone, online, load, deliveries per
     day), `rider:{id}:orders`, `zone:{cell}:riders` (GEO set of online riders),
@@ -90,14 +91,14 @@ class RiderZoneHost(EntityHost):
         self, zone: str, rider_id: str, online: bool, lat: float, lng: float
     ) -> Reply:
         self._ensure_retry_loop()
-        async with self.lock(zone):
+        async with self.lock(f"rider:{rider_id}"):
             placed = await self._place_rider(zone, rider_id, online, lat, lng)
         if online:
             await self.nudge(zone)
         return placed
 
     async def locate(self, zone: str, rider_id: str, lat: float, lng: float) -> Reply:
-        async with self.lock(zone):
+        async with self.lock(f"rider:{rider_id}"):
             online = await self.redis.hget(keys.rider(rider_id), "online")
             placed = await self._place_rider(zone, rider_id, online == "1", lat, lng)
         await self._tell_customers(rider_id, Point(lat, lng))
@@ -105,7 +106,7 @@ class RiderZoneHost(EntityHost):
 
     async def forget(self, zone: str, rider_id: str) -> None:
         """A rider crossed into another zone: drop it from this zone's memory."""
-        async with self.lock(zone):
+        async with self.lock(f"rider:{rider_id}"):
             state = self._zones.get(zone)
             if state is not None:
                 state.riders.pop(rider_id, None)
@@ -359,11 +360,12 @@ class RiderZoneHost(EntityHost):
         return {"order_id": request["order_id"], "offered_to": None, "waiting": True}
 
     async def _expire(self, zone: str, offer_id: str) -> Reply:
-        async with self.lock(zone):
+        async with self.lock(f"offer:{offer_id}"):
             record = await self._offer(offer_id)
             if record is None or record["status"] != "open":
                 return {"offer_id": offer_id, "status": "closed"}
             await self._close(offer_id, record, "expired")
+        async with self.lock(zone):
             return await self._offer_next(zone, record["request"])
 
     async def _offer(self, offer_id: str) -> dict[str, Any] | None:
@@ -378,8 +380,12 @@ class RiderZoneHost(EntityHost):
             await pipe.execute()
 
     async def answer(self, zone: str, offer_id: str, rider_id: str, accept: bool) -> Reply:
-        """The offered rider accepts or declines; an accepted offer assigns the rider."""
-        async with self.lock(zone):
+        """The offered rider accepts or declines; an accepted offer assigns the rider.
+
+        Runs under the offer's own lock (its expiry takes it too), not the zone's: the
+        assignment waits on the merchant's host, and the zone's dispatches, which must
+        not offer one rider two orders at once, should not wait for it."""
+        async with self.lock(f"offer:{offer_id}"):
             record = await self._offer(offer_id)
             if record is None:
                 return not_found("offer", offer_id)
@@ -392,33 +398,45 @@ class RiderZoneHost(EntityHost):
                 return DomainError("offer_closed", "the offer expired")
             if not accept:
                 await self._close(offer_id, record, "declined")
-                next_offer = await self._offer_next(zone, record["request"])
-                # The rider may take another order; this one will not be offered again.
-                await self.nudge(zone)
-                return {"offer_id": offer_id, "status": "declined", "next": next_offer}
-            request = record["request"]
-            assigned = await self.directory.call(
-                "merchant",
-                request["merchant_id"],
-                "act",
-                request["merchant_id"],
-                request["order_id"],
-                c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
-                ("system", "dispatch"),
-            )
-            if isinstance(assigned, DomainError):
-                await self._close(offer_id, record, "withdrawn")
-                return assigned
-            await self._close(offer_id, record, "accepted")
-            lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
-            first_eta = _eta_of(assigned, Point(float(lat), float(lng))) if lat else None
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(keys.rider(rider_id), "load", 1)
-                pipe.sadd(keys.rider_orders(rider_id), request["order_id"])
-                if first_eta:
-                    pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
-                await pipe.execute()
-            await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
+            else:
+                return await self._accepted(zone, offer_id, record, rider_id)
+        async with self.lock(zone):
+            next_offer = await self._offer_next(zone, record["request"])
+        # The rider may take another order; this one will not be offered to it again.
+        await self.nudge(zone)
+        return {"offer_id": offer_id, "status": "declined", "next": next_offer}
+
+    async def _accepted(
+        self, zone: str, offer_id: str, record: dict[str, Any], rider_id: str
+    ) -> Reply:
+        """Assign the rider (under the offer's lock, which `answer` holds)."""
+        request = record["request"]
+        assigned = await self.directory.call(
+            "merchant",
+            request["merchant_id"],
+            "act",
+            request["merchant_id"],
+            request["order_id"],
+            c.AssignRider(at=datetime.now(UTC), rider_id=rider_id),
+            ("system", "dispatch"),
+        )
+        if isinstance(assigned, DomainError):
+            await self._close(offer_id, record, "withdrawn")
+            return assigned
+        lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
+        first_eta = _eta_of(assigned, Point(float(lat), float(lng))) if lat else None
+        record["status"] = "accepted"
+        # The rider's load and the offer's end in one transaction, so a dispatch in the
+        # zone never sees the rider both free of the offer and not yet carrying the order.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(keys.rider(rider_id), "load", 1)
+            pipe.sadd(keys.rider_orders(rider_id), request["order_id"])
+            if first_eta:
+                pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
+            pipe.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
+            pipe.delete(keys.rider_offer(rider_id))
+            await pipe.execute()
+        await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
         # Answered, the rider can be asked again (up to its capacity).
         await self.nudge(zone)
         return {"offer_id": offer_id, "status": "accepted", "order": assigned, "eta": first_eta}
