@@ -9,6 +9,8 @@ payment shard).
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from cluster.settings import Settings
@@ -36,3 +38,9 @@ def checkout(
         "intent_id": params["intent_id"],
         "pay_url": f"{settings.sandbox_url}/pay/{params['intent_id']}?{urlencode(query)}",
     }
+
+
+def checkout_of(settings: Settings, order: dict[str, Any]) -> dict[str, str]:
+    """The same link for an order as stored (`Order.as_dict()`)."""
+    placed_at = datetime.fromisoformat(order["placed_at"]).timestamp()
+    return checkout(settings, order["id"], order["amounts"]["total_fen"], placed_at)

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from actors.checkout import checkout
+from actors.checkout import checkout_of
 from actors.host import EntityHost
 from actors.placement import Directory, host_count, host_index
 from cluster.settings import Settings
@@ -115,16 +115,14 @@ class PaymentShardHost(EntityHost):
         if raw_order is None:
             return None
         order = orjson.loads(raw_order)
-        amount_fen = order["amounts"]["total_fen"]
-        placed_at = datetime.fromisoformat(order["placed_at"]).timestamp()
         return {
             "order_id": order_id,
             "merchant_id": order["merchant_id"],
             "customer_id": order["customer_id"],
-            **checkout(self.settings, order_id, amount_fen, placed_at),
-            "amount_fen": amount_fen,
+            **checkout_of(self.settings, order),
+            "amount_fen": order["amounts"]["total_fen"],
             "status": "created",
-            "created_at": placed_at,
+            "created_at": datetime.fromisoformat(order["placed_at"]).timestamp(),
             "captured_fen": 0,
             "refunded_fen": 0,
             "order_paid": False,

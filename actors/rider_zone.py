@@ -373,10 +373,8 @@ class RiderZoneHost(EntityHost):
         return orjson.loads(raw) if raw else None
 
     async def _close(self, offer_id: str, record: dict[str, Any], status: str) -> None:
-        record["status"] = status
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
-            pipe.delete(keys.rider_offer(record["rider_id"]))
+            _queue_close(pipe, offer_id, record, status)
             await pipe.execute()
 
     async def answer(self, zone: str, offer_id: str, rider_id: str, accept: bool) -> Reply:
@@ -425,7 +423,6 @@ class RiderZoneHost(EntityHost):
             return assigned
         lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
         first_eta = _eta_of(assigned, Point(float(lat), float(lng))) if lat else None
-        record["status"] = "accepted"
         # The rider's load and the offer's end in one transaction, so a dispatch in the
         # zone never sees the rider both free of the offer and not yet carrying the order.
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -433,8 +430,7 @@ class RiderZoneHost(EntityHost):
             pipe.sadd(keys.rider_orders(rider_id), request["order_id"])
             if first_eta:
                 pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
-            pipe.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
-            pipe.delete(keys.rider_offer(rider_id))
+            _queue_close(pipe, offer_id, record, "accepted")
             await pipe.execute()
         await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
         # Answered, the rider can be asked again (up to its capacity).
@@ -485,6 +481,14 @@ class RiderZoneHost(EntityHost):
 
             self.spawn(retry(), f"nudge {zone}")
         return {"zone": zone}
+
+
+def _queue_close(pipe: Any, offer_id: str, record: dict[str, Any], status: str) -> None:
+    """End an offer inside a MULTI pipeline: its record keeps `status`, the rider is free
+    to be asked again."""
+    record["status"] = status
+    pipe.set(keys.offer(offer_id), orjson.dumps(record), keepttl=True)
+    pipe.delete(keys.rider_offer(record["rider_id"]))
 
 
 def _job(order: dict[str, Any]) -> Job:

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 from ray import serve
 
-from actors.checkout import checkout
+from actors.checkout import checkout_of
 from actors.placement import Directory
 from cluster.settings import Settings
 from domain import commands as c
@@ -168,12 +168,7 @@ class Api:
         if raw_payment:
             payment = orjson.loads(raw_payment)
         else:  # nothing happened to the payment yet: its pay link is all there is
-            payment = checkout(
-                self.settings,
-                order["id"],
-                order["amounts"]["total_fen"],
-                datetime.fromisoformat(order["placed_at"]).timestamp(),
-            ) | {"status": "created", "refunded_fen": 0}
+            payment = checkout_of(self.settings, order) | {"status": "created", "refunded_fen": 0}
         view["payment"] = {
             "intent_id": payment["intent_id"],
             "pay_url": payment["pay_url"],

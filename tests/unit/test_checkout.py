@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from actors.checkout import checkout
+from actors.checkout import checkout, checkout_of
 from cluster.settings import Settings
 from sandbox.signing import SignatureError, verify_checkout
 
@@ -46,3 +47,9 @@ def test_a_changed_field_breaks_the_signature(change: dict[str, str]) -> None:
         verify_checkout("s3cret", params | change)
     with pytest.raises(SignatureError):
         verify_checkout("another-secret", params)
+
+
+def test_a_stored_order_gets_the_link_it_was_placed_with() -> None:
+    placed = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC)
+    stored = {"id": "o_abc", "amounts": {"total_fen": 2345}, "placed_at": placed.isoformat()}
+    assert checkout_of(SETTINGS, stored) == checkout(SETTINGS, "o_abc", 2345, placed.timestamp())
