@@ -107,14 +107,22 @@ class PaymentShardHost(EntityHost):
 
     async def _record(self, order_id: str) -> dict[str, Any] | None:
         """The order's payment record; a fresh one if the order has only its pay link yet."""
-        raw = await self.redis.get(keys.payment(order_id))
+        record, _ = await self._record_and_order(order_id)
+        return record
+
+    async def _record_and_order(
+        self, order_id: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The payment record (as `_record`) and the order, read in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.payment(order_id))
+            pipe.hget(keys.order(order_id), "json")
+            raw, raw_order = await pipe.execute()
+        order = orjson.loads(raw_order) if raw_order else None
         if raw:
-            record: dict[str, Any] = orjson.loads(raw)
-            return record
-        raw_order = await self.redis.hget(keys.order(order_id), "json")
-        if raw_order is None:
-            return None
-        order = orjson.loads(raw_order)
+            return orjson.loads(raw), order
+        if order is None:
+            return None, None
         return {
             "order_id": order_id,
             "merchant_id": order["merchant_id"],
@@ -128,7 +136,7 @@ class PaymentShardHost(EntityHost):
             "order_paid": False,
             "split": False,
             "refunds": {},
-        }
+        }, order
 
     async def _save(self, record: dict[str, Any]) -> None:
         await self.redis.set(keys.payment(record["order_id"]), orjson.dumps(record))
@@ -190,13 +198,16 @@ class PaymentShardHost(EntityHost):
             posted = await self.ledger.post(
                 txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
             )
-            await self.redis.zrem(keys.PAYMENTS_DUE, record["order_id"])
-            if posted:
-                await metrics.count(self.redis, paid_at, gmv_fen=record["amount_fen"])
-                month = paid_at.strftime("%Y%m")
-                await self.redis.hincrby(
-                    f"merchant:{record['merchant_id']}:volume", month, record["amount_fen"]
-                )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.PAYMENTS_DUE, record["order_id"])
+                if posted:
+                    metrics.queue_count(pipe, paid_at, gmv_fen=record["amount_fen"])
+                    pipe.hincrby(
+                        f"merchant:{record['merchant_id']}:volume",
+                        paid_at.strftime("%Y%m"),
+                        record["amount_fen"],
+                    )
+                await pipe.execute()
         if record["order_paid"]:
             return {"applied": False, "status": "captured"}
         paid = await self.directory.call(
@@ -334,26 +345,26 @@ class PaymentShardHost(EntityHost):
     async def settle(self, order_id: str) -> Reply:
         """Divide a delivered order's money by its merchant's split plan (once)."""
         async with self.lock(order_id):
-            record = await self._record(order_id)
+            record, order = await self._record_and_order(order_id)
             if record is None or record["status"] != "captured":
                 return DomainError("not_paid", "nothing was captured for this order")
-            raw = await self.redis.hget(keys.order(order_id), "json")
-            order = orjson.loads(raw) if raw else {}
-            return await self._split(record, order.get("rider_id"))
+            return await self._split(record, (order or {}).get("rider_id"), order)
 
-    async def _split(self, record: dict[str, Any], rider_id: str | None) -> Reply:
+    async def _split(
+        self, record: dict[str, Any], rider_id: str | None, order: dict[str, Any] | None = None
+    ) -> Reply:
         if record["split"]:
             return {"applied": False, "split": True}
-        raw_order, raw_profile = await asyncio.gather(
-            self.redis.hget(keys.order(record["order_id"]), "json"),
-            self.redis.hget(keys.merchant(record["merchant_id"]), "profile"),
-        )
-        order = orjson.loads(raw_order)
-        profile = orjson.loads(raw_profile) if raw_profile else {}
         paid_at = _provider_time(record.get("paid_at"))
-        volume = await self.redis.hget(
-            f"merchant:{record['merchant_id']}:volume", paid_at.strftime("%Y%m")
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.merchant(record["merchant_id"]), "profile")
+            pipe.hget(f"merchant:{record['merchant_id']}:volume", paid_at.strftime("%Y%m"))
+            if order is None:
+                pipe.hget(keys.order(record["order_id"]), "json")
+            raw_profile, volume, *raw_order = await pipe.execute()
+        if order is None:
+            order = orjson.loads(raw_order[0])
+        profile = orjson.loads(raw_profile) if raw_profile else {}
         try:
             txn = ledger.split_capture(
                 record["order_id"],
@@ -411,7 +422,7 @@ class PaymentShardHost(EntityHost):
         return settled
 
     async def _check(self, order_id: str) -> int:
-        record = await self._record(order_id)
+        record, order = await self._record_and_order(order_id)
         if record is None or record["status"] != "created":
             await self.redis.zrem(keys.PAYMENTS_DUE, order_id)
             return 0
@@ -419,7 +430,7 @@ class PaymentShardHost(EntityHost):
         if status == 200 and view.get("status") == "paid":
             await self._captured(record, _provider_time(view.get("paid_at")))
             return 1
-        order_status = await self.redis.hget(keys.order(order_id), "status")
+        order_status = order["status"] if order else None
         age = time.time() - record["created_at"]
         if order_status == "pending_payment" and age <= self.settings.payment_timeout_s:
             # Back off with age, so a pile of abandoned intents cannot starve fresh ones.

@@ -92,15 +92,16 @@ class RiderZoneHost(EntityHost):
     ) -> Reply:
         self._ensure_retry_loop()
         async with self.lock(f"rider:{rider_id}"):
-            placed = await self._place_rider(zone, rider_id, online, lat, lng)
+            old_zone = await self.redis.hget(keys.rider(rider_id), "zone")
+            placed = await self._place_rider(zone, rider_id, old_zone, online, lat, lng)
         if online:
             await self.nudge(zone)
         return placed
 
     async def locate(self, zone: str, rider_id: str, lat: float, lng: float) -> Reply:
         async with self.lock(f"rider:{rider_id}"):
-            online = await self.redis.hget(keys.rider(rider_id), "online")
-            placed = await self._place_rider(zone, rider_id, online == "1", lat, lng)
+            online, old_zone = await self.redis.hmget(keys.rider(rider_id), "online", "zone")
+            placed = await self._place_rider(zone, rider_id, old_zone, online == "1", lat, lng)
         await self._tell_customers(rider_id, Point(lat, lng))
         return placed
 
@@ -112,9 +113,8 @@ class RiderZoneHost(EntityHost):
                 state.riders.pop(rider_id, None)
 
     async def _place_rider(
-        self, zone: str, rider_id: str, online: bool, lat: float, lng: float
+        self, zone: str, rider_id: str, old_zone: str | None, online: bool, lat: float, lng: float
     ) -> Reply:
-        old_zone = await self.redis.hget(keys.rider(rider_id), "zone")
         now = time.time()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -151,38 +151,38 @@ class RiderZoneHost(EntityHost):
         active = await self.redis.smembers(keys.rider_orders(rider_id))
         interval_ms = int(self.settings.rider_location_interval_s * 1000)
         for order_id in active:
-            # One gate per order across all hosts: a rider crossing zones is not told twice.
-            if not await self.redis.set(f"gate:location:{order_id}", 1, nx=True, px=interval_ms):
-                continue
-            raw, version, status = await self.redis.hmget(
-                keys.order(order_id), "json", "version", "status"
-            )
-            if raw is None or status not in ("accepted", "ready", "picked_up"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                # One gate per order across all hosts: a rider crossing zones is not
+                # told twice.
+                pipe.set(f"gate:location:{order_id}", 1, nx=True, px=interval_ms)
+                pipe.hmget(keys.order(order_id), "json", "version", "status")
+                opened, (raw, version, status) = await pipe.execute()
+            if not opened or raw is None or status not in ("accepted", "ready", "picked_up"):
                 continue
             order = orjson.loads(raw)
             new_eta = _eta_of(order, at)
-            await self.redis.hset(keys.order(order_id), "eta", orjson.dumps(new_eta))
-            await self.scripts.append_event(
-                keys=[inbox_key("customer", order["customer_id"])],
-                args=[
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.order(order_id), "eta", orjson.dumps(new_eta))
+                await queue_event(
+                    pipe,
+                    self.scripts,
+                    [inbox_key("customer", order["customer_id"])],
+                    {
+                        "type": "rider_location",
+                        "order_id": order_id,
+                        "version": int(version),
+                        "at": datetime.now(UTC).isoformat(),
+                        "data": {
+                            "rider_id": rider_id,
+                            "lat": at.lat,
+                            "lng": at.lng,
+                            "eta": new_eta,
+                        },
+                    },
                     self.settings.inbox_maxlen,
-                    self.settings.inbox_retention_s * 1000,
-                    orjson.dumps(
-                        {
-                            "type": "rider_location",
-                            "order_id": order_id,
-                            "version": int(version),
-                            "at": datetime.now(UTC).isoformat(),
-                            "data": {
-                                "rider_id": rider_id,
-                                "lat": at.lat,
-                                "lng": at.lng,
-                                "eta": new_eta,
-                            },
-                        }
-                    ),
-                ],
-            )
+                    self.settings.inbox_retention_s,
+                )
+                await pipe.execute()
 
     # -- who carries what ---------------------------------------------------------
 
@@ -328,8 +328,8 @@ class RiderZoneHost(EntityHost):
                 self.settings.inbox_maxlen,
                 self.settings.inbox_retention_s,
             )
+            metrics.queue_count(pipe, now, offers=1)
             await pipe.execute()
-        await metrics.count(self.redis, now, offers=1)
         asyncio.get_running_loop().call_later(
             self.settings.offer_ttl_s,
             lambda: self.spawn(self._expire(zone, offer.offer_id), f"expire {offer.offer_id}"),
@@ -421,8 +421,7 @@ class RiderZoneHost(EntityHost):
         if isinstance(assigned, DomainError):
             await self._close(offer_id, record, "withdrawn")
             return assigned
-        lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
-        first_eta = _eta_of(assigned, Point(float(lat), float(lng))) if lat else None
+        first_eta = _eta_of(assigned, at) if (at := await self._position(zone, rider_id)) else None
         # The rider's load and the offer's end in one transaction, so a dispatch in the
         # zone never sees the rider both free of the offer and not yet carrying the order.
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -431,11 +430,20 @@ class RiderZoneHost(EntityHost):
             if first_eta:
                 pipe.hset(keys.order(request["order_id"]), "eta", orjson.dumps(first_eta))
             _queue_close(pipe, offer_id, record, "accepted")
+            metrics.queue_count(pipe, datetime.now(UTC), offers_accepted=1)
             await pipe.execute()
-        await metrics.count(self.redis, datetime.now(UTC), offers_accepted=1)
         # Answered, the rider can be asked again (up to its capacity).
         await self.nudge(zone)
         return {"offer_id": offer_id, "status": "accepted", "order": assigned, "eta": first_eta}
+
+    async def _position(self, zone: str, rider_id: str) -> Point | None:
+        """Where the rider was last seen: this zone's memory, else Redis (a rider from a
+        neighbouring zone)."""
+        state = self._zones.get(zone)
+        if state is not None and rider_id in state.riders:
+            return state.riders[rider_id][0]
+        lat, lng = await self.redis.hmget(keys.rider(rider_id), "lat", "lng")
+        return Point(float(lat), float(lng)) if lat is not None else None
 
     async def _retry_waiting(self) -> None:
         """Orders that found no rider are offered again every few seconds."""

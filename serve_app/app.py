@@ -55,6 +55,10 @@ api = FastAPI(
 errors.install(api)
 
 
+# Orders whose merchant a replica keeps for routing commands (about 100 bytes each).
+ORDERS_ROUTED = 50_000
+
+
 def as_json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
@@ -81,6 +85,7 @@ class Api:
         self.hub = Hub(settings.effective_redis_url)
         self.profiles = ProfileCache(self.redis)
         self.ledger = LedgerStore(self.redis, Scripts(self.redis))
+        self._merchant_of: dict[str, str] = {}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -136,8 +141,22 @@ class Api:
             raise not_found("order", order_id)
         return merchant_id, customer_id, rider_id or "", status
 
+    async def merchant_of(self, order_id: str) -> str:
+        """The merchant whose host runs the order's commands. It never changes, so it is
+        kept (boundedly) and a command costs no read to route."""
+        merchant_id = self._merchant_of.get(order_id)
+        if merchant_id is None:
+            merchant_id, *_ = await self.order_owner(order_id)
+            self.remember_merchant(order_id, merchant_id)
+        return merchant_id
+
+    def remember_merchant(self, order_id: str, merchant_id: str) -> None:
+        self._merchant_of[order_id] = merchant_id
+        if len(self._merchant_of) > ORDERS_ROUTED:
+            del self._merchant_of[next(iter(self._merchant_of))]
+
     async def act(self, order_id: str, command: c.Command, caller: auth.Caller) -> Response:
-        merchant_id, *_ = await self.order_owner(order_id)
+        merchant_id = await self.merchant_of(order_id)
         order = unwrap(
             await self.directory.call(
                 "merchant", merchant_id, "act", merchant_id, order_id, command, caller.who
@@ -297,6 +316,7 @@ class Api:
                     {**body.model_dump(), "order_id": order_id, "customer_id": caller.sub}
                 )
             )
+            self.remember_merchant(order_id, body.merchant_id)
             # A new order has no rider and its payment came with the reply: no reads.
             view = {k: v for k, v in placed["order"].items() if k not in ("rider_id", "pickup")}
             view.update(rider=None, eta=None, payment=placed["payment"])

@@ -24,12 +24,17 @@ def _zones(minute: int) -> str:
     return f"metrics:zones:{minute}"
 
 
-async def count(client: RedisClient, at: datetime, **fields: int) -> None:
+def queue_count(pipe: Any, at: datetime, **fields: int) -> None:
+    """Add the counters to a pipeline the caller sends anyway: no round trip of their own."""
     key = _bucket(minute_of(at))
+    for name, amount in fields.items():
+        pipe.hincrby(key, name, amount)
+    pipe.expire(key, KEEP_S)
+
+
+async def count(client: RedisClient, at: datetime, **fields: int) -> None:
     async with client.pipeline(transaction=False) as pipe:
-        for name, amount in fields.items():
-            pipe.hincrby(key, name, amount)
-        pipe.expire(key, KEEP_S)
+        queue_count(pipe, at, **fields)
         await pipe.execute()
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis.commands.core import AsyncScript
 
 from domain import events as e
 from domain.errors import DomainError
@@ -25,9 +27,13 @@ class OrderStore:
         inbox_maxlen: int,
         retention_s: int,
         payment_check_after_s: float,
+        run_script: Callable[[AsyncScript, list[Any], list[Any]], Awaitable[Any]] | None = None,
     ) -> None:
+        """`run_script(script, keys, args)` runs the commit script; by default on its own
+        round trip (a host passes one that pipelines concurrent commits)."""
         self.client = client
         self.scripts = scripts
+        self.run_script = run_script or _run_alone
         self.inbox_maxlen = inbox_maxlen
         self.retention_ms = retention_s * 1000
         self.payment_check_after_s = payment_check_after_s
@@ -62,14 +68,15 @@ class OrderStore:
         elif isinstance(event, e.RiderAssigned):
             indexes = [(keys.orders_of("rider", event.rider_id), placed_ms)]
         inboxes = [inbox_key(role, who) for role, who in audience(after, event)]
-        result = await self.scripts.apply_order(
-            keys=[
+        result = await self.run_script(
+            self.scripts.apply_order,
+            [
                 keys.order(after.id),
                 keys.stock(after.merchant_id),
                 *(key for key, _ in indexes),
                 *inboxes,
             ],
-            args=[
+            [
                 before.version if before else 0,
                 after.version,
                 orjson.dumps(after.as_dict()),
@@ -95,6 +102,10 @@ class OrderStore:
                 "out_of_stock", "not enough stock", item_id=result[1], available=int(result[2])
             )
         raise DomainError("stale_version", "the order changed underneath", version=int(result[1]))
+
+
+async def _run_alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+    return await script(keys=keys, args=args)
 
 
 def notify_channel(inbox: str) -> str:

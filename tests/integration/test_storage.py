@@ -170,3 +170,50 @@ async def test_every_appended_event_is_announced_with_its_stream_id(
     assert stream_id == entry[0]
     assert orjson.loads(payload) == {"type": "offer"}
     await pubsub.aclose()
+
+
+async def test_concurrent_commits_share_a_pipeline_and_each_keeps_its_own_answer(
+    client: RedisClient,
+) -> None:
+    from actors.host import ScriptPipeline
+
+    pipeline = ScriptPipeline(client)
+    sent: list[int] = []
+    send = pipeline._send
+
+    async def counting(calls: list[tuple[object, list[object], list[object]]]) -> list[object]:
+        sent.append(len(calls))
+        return await send(calls)  # type: ignore[arg-type]
+
+    pipeline._batcher._send = counting  # type: ignore[assignment]
+    store = OrderStore(
+        client,
+        Scripts(client),
+        inbox_maxlen=100,
+        retention_s=3600,
+        payment_check_after_s=5,
+        run_script=pipeline,
+    )
+    await client.hset(keys.stock("m1"), "rice", 7)
+    commands = [placing(f"p{i}", 1) for i in range(8)] + [placing("too-many", 5)]
+    results = await asyncio.gather(
+        *(store.commit(None, place(cmd), decide(None, cmd)[0]) for cmd in commands),
+        return_exceptions=True,
+    )
+    # The first went alone, the rest waited for it and went together.
+    assert sent == [1, 8]
+    refused = [r for r in results if isinstance(r, DomainError)]
+    # Seven units of stock: seven of the eight single orders and none of the five.
+    assert sorted(r.code for r in refused) == ["out_of_stock", "out_of_stock"]
+    assert await client.hget(keys.stock("m1"), "rice") == "0"
+    assert await client.zcard(keys.orders_of("customer", "c1")) == 7
+
+
+async def test_pipelined_scripts_the_server_forgot_are_loaded_and_run(client: RedisClient) -> None:
+    from actors.host import ScriptPipeline
+
+    scripts = Scripts(client)
+    await client.script_flush()
+    calls = [(scripts.append_event, ["inbox:ops:all"], [100, 3_600_000, b"{}"])] * 2
+    assert await ScriptPipeline(client)._send(calls) == [1, 1]  # type: ignore[arg-type]
+    assert await client.xlen("inbox:ops:all") == 2
