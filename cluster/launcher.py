@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 APP_NAME = "o2o"
 
 
-def haproxy_environment(hap: Path, use_haproxy: bool, maxconn: int) -> dict[str, str]:
+def haproxy_environment(
+    hap: Path, use_haproxy: bool, maxconn: int, http_metrics: bool = False
+) -> dict[str, str]:
     """Serve reads these when its controller starts; each run gets its own files and ports.
 
     `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes.
@@ -58,6 +60,7 @@ def haproxy_environment(hap: Path, use_haproxy: bool, maxconn: int) -> dict[str,
             "RAY_SERVE_HAPROXY_STATS_PORT", str(free_port())
         ),
         "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(maxconn)),
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1" if http_metrics else "0",
         # Long polls and live sockets must not be cut by a proxy timeout.
         "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "3600",
     }
@@ -113,7 +116,9 @@ class Platform:
         self._start_sandbox()
         self.haproxy_dir = Path(tempfile.mkdtemp(prefix="o2o-hap-", dir="/tmp"))
         os.environ.update(
-            haproxy_environment(self.haproxy_dir, s.front_door == "haproxy", s.haproxy_maxconn)
+            haproxy_environment(
+                self.haproxy_dir, s.front_door == "haproxy", s.haproxy_maxconn, s.serve_http_metrics
+            )
         )
         if s.serve_throughput_optimized:
             # Serve's own switch: handlers run on the replica's main loop instead of a

@@ -217,3 +217,52 @@ async def test_pipelined_scripts_the_server_forgot_are_loaded_and_run(client: Re
     calls = [(scripts.append_event, ["inbox:ops:all"], [100, 3_600_000, b"{}"])] * 2
     assert await ScriptPipeline(client)._send(calls) == [1, 1]  # type: ignore[arg-type]
     assert await client.xlen("inbox:ops:all") == 2
+
+
+async def test_new_orders_are_counted_per_minute_zone_and_customer(client: RedisClient) -> None:
+    from storage import metrics
+
+    at = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC)
+    # Customer a's first three orders arrive in one batch, b's first with them.
+    batch = [(at, "z1", "a"), (at, "z1", "a"), (at, "z2", "b"), (at, "z1", "a")]
+    await metrics.orders_placed(client, batch)
+    await metrics.orders_placed(client, [(at, "z2", "b"), (at, "z2", "c")])
+    totals, zones = await metrics.window(client, at, 1)
+    assert totals["orders"] == 6
+    assert zones == {"z1": 3, "z2": 3}
+    # Three customers ordered; a and b came back for a second order.
+    assert await client.get("metrics:customers") == "3"
+    assert await client.get("metrics:repeat_customers") == "2"
+    summary = await metrics.summary(client, at, 1)
+    assert summary["repeat_purchase_rate"] == round(2 / 3, 3)
+
+
+async def test_a_burst_beyond_the_pool_waits_for_connections_and_gives_them_back(
+    redis_server: EmbeddedRedis,
+) -> None:
+    from storage.redis import QueueingPool
+
+    small = connect(f"redis://127.0.0.1:{redis_server.port}/1", max_connections=3)
+    pool: QueueingPool = small.connection_pool
+    await small.set("burst", "x")
+    answers = await asyncio.gather(*(small.get("burst") for _ in range(300)))
+    assert answers == ["x"] * 300
+    assert len(pool._available_connections) + len(pool._in_use_connections) <= 3
+    assert pool.free_slots() == 3
+    await small.delete("burst")
+    await small.aclose()
+
+
+async def test_a_connection_that_cannot_connect_gives_its_slot_back() -> None:
+    import redis.exceptions
+
+    from storage.redis import QueueingPool
+    from storage.server import free_port
+
+    nowhere = connect(f"redis://127.0.0.1:{free_port()}/0", max_connections=1)
+    pool: QueueingPool = nowhere.connection_pool
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await nowhere.get("anything")
+    assert pool.free_slots() == 1
+    await nowhere.aclose()
