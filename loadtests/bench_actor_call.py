@@ -18,6 +18,8 @@ from typing import Any
 import psutil
 import ray
 
+from loadtests.harness import cpu_seconds
+
 CALLS = 3000
 
 
@@ -51,11 +53,6 @@ class Caller:
         return time.perf_counter() - started
 
 
-def cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
 def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -68,10 +65,10 @@ def main() -> None:
         )
         print("|---|---|---|---|---|")
         for at_once, items in ((1, 1), (8, 1), (8, 8)):
-            host_before, caller_before = cpu_s(host_proc), cpu_s(caller_proc)
+            host_before, caller_before = cpu_seconds(host_proc), cpu_seconds(caller_proc)
             wall = ray.get(caller.run.remote(CALLS, at_once, items))
-            host_ms = 1000 * (cpu_s(host_proc) - host_before) / CALLS
-            caller_ms = 1000 * (cpu_s(caller_proc) - caller_before) / CALLS
+            host_ms = 1000 * (cpu_seconds(host_proc) - host_before) / CALLS
+            caller_ms = 1000 * (cpu_seconds(caller_proc) - caller_before) / CALLS
             print(f"| {at_once} | {items} | {CALLS / wall:.0f} | {caller_ms:.2f} | {host_ms:.2f} |")
     finally:
         ray.shutdown()

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from cluster.launcher import Platform, haproxy_maxconn, raise_open_files_limit
-from loadtests.harness import fresh_platform
+from loadtests.harness import cpu_seconds, fresh_platform
 from serve_app.auth import issue
 from storage.orders import inbox_key
 from storage.redis import Scripts
@@ -152,13 +152,6 @@ def _me() -> psutil.Process:
     return psutil.Process()
 
 
-def _cpu(proc: psutil.Process | None) -> float:
-    if proc is None:
-        return 0.0
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
 def rss(proc: psutil.Process | None) -> int:
     return proc.memory_info().rss if proc is not None else 0
 
@@ -195,11 +188,14 @@ async def run(
         await asyncio.sleep(2)
         for t in terminals:
             t.latencies.clear()
-        cpu_before = {"replica": sum(_cpu(r) for r in replicas), "client": _cpu(_me())}
+        cpu_before = {
+            "replica": sum(cpu_seconds(r) for r in replicas),
+            "client": cpu_seconds(_me()),
+        }
         wall_before = time.monotonic()
         sent = await drive(settings.effective_redis_url, terminals, rate, seconds)
         wall = time.monotonic() - wall_before
-        cpu_after = {"replica": sum(_cpu(r) for r in replicas), "client": _cpu(_me())}
+        cpu_after = {"replica": sum(cpu_seconds(r) for r in replicas), "client": cpu_seconds(_me())}
         cpu_share = {k: round((cpu_after[k] - cpu_before[k]) / wall, 2) for k in cpu_after}
         samples = sorted(x for t in terminals for x in t.latencies)
         replica_now, hap_now = sum(rss(r) for r in replicas), rss(hap)

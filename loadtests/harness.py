@@ -8,9 +8,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from cluster.launcher import Platform
 from cluster.settings import Settings
 from storage.server import free_port
+
+
+def cpu_seconds(proc: psutil.Process | None) -> float:
+    """CPU seconds a process has used so far, user and system (0 for no process)."""
+    if proc is None:
+        return 0.0
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 @contextmanager
