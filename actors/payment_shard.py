@@ -24,7 +24,7 @@ from domain.pricing import Amounts
 from domain.reconciliation import ledger_rows, provider_rows, reconcile
 from sandbox.signing import SignatureError, verify
 from storage import keys, metrics
-from storage.ledger import LedgerStore
+from storage.ledger import LedgerStore, merchant_volume
 from storage.orders import inbox_key, queue_event
 
 log = logging.getLogger(__name__)
@@ -196,17 +196,21 @@ class PaymentShardHost(EntityHost):
                 record["order_id"], record["customer_id"], record["amount_fen"], paid_at
             )
             posted = await self.ledger.post(
-                txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
+                txn,
+                record["merchant_id"],
+                (keys.payment(record["order_id"]), record),
+                counters=[
+                    (
+                        merchant_volume(record["merchant_id"]),
+                        paid_at.strftime("%Y%m"),
+                        record["amount_fen"],
+                    )
+                ],
             )
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.PAYMENTS_DUE, record["order_id"])
                 if posted:
                     metrics.queue_count(pipe, paid_at, gmv_fen=record["amount_fen"])
-                    pipe.hincrby(
-                        f"merchant:{record['merchant_id']}:volume",
-                        paid_at.strftime("%Y%m"),
-                        record["amount_fen"],
-                    )
                 await pipe.execute()
         if record["order_paid"]:
             return {"applied": False, "status": "captured"}
@@ -358,7 +362,7 @@ class PaymentShardHost(EntityHost):
         paid_at = _provider_time(record.get("paid_at"))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.merchant(record["merchant_id"]), "profile")
-            pipe.hget(f"merchant:{record['merchant_id']}:volume", paid_at.strftime("%Y%m"))
+            pipe.hget(merchant_volume(record["merchant_id"]), paid_at.strftime("%Y%m"))
             if order is None:
                 pipe.hget(keys.order(record["order_id"]), "json")
             raw_profile, volume, *raw_order = await pipe.execute()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -30,6 +31,11 @@ def merchant_day_index(merchant_id: str, day: date) -> str:
     return f"ledger:merchant:{merchant_id}:{day.isoformat()}"
 
 
+def merchant_volume(merchant_id: str) -> str:
+    """Captured fen per month (`YYYYMM` fields): what tiered split plans are chosen by."""
+    return f"merchant:{merchant_id}:volume"
+
+
 class LedgerStore:
     def __init__(self, client: RedisClient, scripts: Scripts) -> None:
         self.client = client
@@ -41,8 +47,12 @@ class LedgerStore:
         merchant_id: str,
         record: tuple[str, dict[str, Any]] | None = None,
         client: Any = None,
+        counters: Sequence[tuple[str, str, int]] = (),
     ) -> bool:
-        """Post once; False when this transaction id was posted before (nothing changes)."""
+        """Post once; False when this transaction id was posted before (nothing changes).
+
+        Each `(hash key, field, amount)` of `counters` is raised in the same step, only
+        when the transaction is new."""
         day = txn.at.date()
         touches_merchant = txn.amount_on(party_payable("merchant", merchant_id)) != 0
         record_key, record_json = (record[0], orjson.dumps(record[1])) if record else ("", b"")
@@ -54,6 +64,8 @@ class LedgerStore:
         ]
         for posting in txn.postings:
             args += [posting.account, posting.amount_fen]
+        for _, field, amount in counters:
+            args += [field, amount]
         posted = await self.scripts.post_transaction(
             keys=[
                 txn_key(txn.txn_id),
@@ -63,6 +75,7 @@ class LedgerStore:
                 day_index(day),
                 merchant_day_index(merchant_id, day),
                 record_key or "ledger:no-record",
+                *(key for key, _, _ in counters),
             ],
             args=args,
             client=client,

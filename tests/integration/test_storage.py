@@ -266,3 +266,20 @@ async def test_a_connection_that_cannot_connect_gives_its_slot_back() -> None:
             await nowhere.get("anything")
     assert pool.free_slots() == 1
     await nowhere.aclose()
+
+
+async def test_a_capture_raises_the_merchant_volume_once_with_its_posting(
+    client: RedisClient,
+) -> None:
+    from domain import ledger
+    from storage.ledger import BALANCES, LedgerStore, merchant_volume
+
+    store = LedgerStore(client, Scripts(client))
+    txn = ledger.capture("o1", "c1", 2_500, datetime(2026, 11, 29, 12, tzinfo=UTC))
+    counters = [(merchant_volume("m1"), "202611", 2_500)]
+    assert await store.post(txn, "m1", counters=counters) is True
+    # A retry of the same capture (a repeated notification, a poll) changes nothing.
+    assert await store.post(txn, "m1", counters=counters) is False
+    assert await client.hget(merchant_volume("m1"), "202611") == "2500"
+    assert sum(int(v) for v in (await client.hgetall(BALANCES)).values()) == 0
+    assert len(await store.of_order("o1")) == 1
