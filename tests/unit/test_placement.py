@@ -90,3 +90,19 @@ def test_host_count_per_kind() -> None:
 def test_host_count_of_an_unknown_kind() -> None:
     with pytest.raises(KeyError):
         host_count("courier", Settings())
+
+
+@pytest.mark.parametrize(("cpus", "hosts"), [(1, 1), (2, 1), (3, 1), (8, 4)])
+def test_unset_host_counts_follow_the_cpus(cpus: int, hosts: int) -> None:
+    settings = Settings(ray_num_cpus=cpus)
+    counts = [host_count(kind, settings) for kind in ("merchant", "rider_zone", "payment")]
+    assert counts == [hosts, hosts, hosts]
+
+
+def test_haproxy_request_metrics_are_off_unless_asked_for(tmp_path: Path) -> None:
+    from cluster.launcher import haproxy_environment
+
+    quiet = haproxy_environment(tmp_path, use_haproxy=True, maxconn=1000)
+    assert quiet["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
+    loud = haproxy_environment(tmp_path, use_haproxy=True, maxconn=1000, http_metrics=True)
+    assert loud["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
