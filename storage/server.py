@@ -6,6 +6,7 @@ process, with its data and append-only file in a directory of ours.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -90,7 +91,38 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Handed out by this process already: two servers of one run never get the same port.
+_given: set[int] = set()
+
+
 def free_port() -> int:
+    """A port nobody listens on, for a server of ours that starts in a moment.
+
+    Picked below the kernel's ephemeral range: a port from that range (what binding
+    to port 0 gives) can be handed again to any socket that asks the kernel for one,
+    Ray's own many connections and listeners included, before our server binds it.
+    """
+    low, _ = _ephemeral_ports()
+    if low > 11_000:
+        for _ in range(200):
+            port = random.randrange(10_000, low)
+            if port in _given:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+            _given.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
