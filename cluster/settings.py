@@ -91,13 +91,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _size_hosts(self) -> Settings:
-        cpus = max(1, self.ray_num_cpus)
-        if self.merchant_hosts <= 0:
-            self.merchant_hosts = max(1, cpus // 2)
-        if self.rider_zone_hosts <= 0:
-            self.rider_zone_hosts = max(1, cpus // 2)
-        if self.payment_hosts <= 0:
-            self.payment_hosts = max(1, cpus // 2)
+        per_kind = max(1, self.ray_num_cpus // 2)
+        for count in ("merchant_hosts", "rider_zone_hosts", "payment_hosts"):
+            if getattr(self, count) <= 0:
+                setattr(self, count, per_kind)
         return self
 
     @property
