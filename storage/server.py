@@ -91,12 +91,12 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def _ephemeral_ports() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 # Handed out by this process already: two servers of one run never get the same port.
@@ -110,7 +110,7 @@ def free_port() -> int:
     to port 0 gives) can be handed again to any socket that asks the kernel for one,
     Ray's own many connections and listeners included, before our server binds it.
     """
-    low, _ = _ephemeral_ports()
+    low = _ephemeral_low()
     if low > 11_000:
         for _ in range(200):
             port = random.randrange(10_000, low)
