@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
-from loadtests.harness import fresh_platform, wrk_requests
+from loadtests.harness import fresh_platform, process_label, wrk_requests
 
 
 def read_script(path: Path, token: str, order_ids: list[str]) -> Path:
@@ -81,15 +81,7 @@ def memory(platform_pid: int) -> dict[str, float]:
             rss = proc.memory_info().rss / 2**20
         except psutil.Error:
             continue
-        title = " ".join(argv)
-        if title.startswith("ray::"):
-            name = argv[0].split(".")[0]  # the actor class, not the method it is running
-        elif "-m" in argv:
-            name = f"python -m {argv[argv.index('-m') + 1]}"
-        elif argv and argv[0].endswith(("python", "python3")) and len(argv) > 1:
-            name = f"python {Path(argv[1]).name}"
-        else:
-            name = proc.name()
+        name = process_label(argv, proc.name())
         key, n = name, 2
         while key in out:
             key, n = f"{name} #{n}", n + 1

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
-from loadtests.harness import fresh_platform
+from loadtests.harness import fresh_platform, process_label
 
 
 def setting(text: str) -> tuple[str, Any]:
@@ -46,8 +46,7 @@ def cpu_by_process(seconds: float) -> dict[str, float]:
             share = proc.cpu_percent(None)
         except psutil.Error:
             continue
-        title = " ".join(argv)
-        name = title.split(".")[0].strip() if title.startswith("ray::") else proc.name()
+        name = process_label(argv, proc.name())
         shares[name] = shares.get(name, 0.0) + share
     return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 

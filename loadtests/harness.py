@@ -23,6 +23,18 @@ def cpu_seconds(proc: psutil.Process | None) -> float:
     return float(times.user + times.system)
 
 
+def process_label(argv: list[str], name: str) -> str:
+    """What a process of the platform is: a Ray actor by its class (not the method it
+    is running), a Python process by its module or script, anything else by `name`."""
+    if argv and argv[0].startswith("ray::"):
+        return argv[0].split(".")[0]
+    if "-m" in argv[:-1]:
+        return f"python -m {argv[argv.index('-m') + 1]}"
+    if argv and argv[0].endswith(("python", "python3")) and len(argv) > 1:
+        return f"python {Path(argv[1]).name}"
+    return name
+
+
 @contextmanager
 def fresh_platform(prefix: str, **overrides: Any) -> Iterator[Platform]:
     """A whole platform on fresh ports with a fresh Redis in a temporary folder."""
