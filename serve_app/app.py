@@ -166,17 +166,28 @@ class Api:
         return as_json(await self.order_view(order))
 
     async def order_view(self, order: dict[str, Any]) -> dict[str, Any]:
-        view = {k: v for k, v in order.items() if k not in ("rider_id", "pickup")}
+        """The order as the API shows it, with what the view adds read in one round trip."""
         rider_id = order.get("rider_id")
-        # One round trip for everything the view adds to the order.
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.order(order["id"]), "eta")
             pipe.get(keys.payment(order["id"]))
             if rider_id:
                 pipe.hmget(keys.rider(rider_id), "lat", "lng")
             raw_eta, raw_payment, *position = await pipe.execute()
+        return self.view(order, raw_eta, raw_payment, position[0] if position else None)
+
+    def view(
+        self,
+        order: dict[str, Any],
+        raw_eta: str | None,
+        raw_payment: str | None,
+        position: list[str | None] | None,
+    ) -> dict[str, Any]:
+        """The order with its rider's position, its eta and its payment, as read."""
+        view = {k: v for k, v in order.items() if k not in ("rider_id", "pickup")}
+        rider_id = order.get("rider_id")
         if rider_id:
-            lat, lng = position[0]
+            lat, lng = position or (None, None)
             view["rider"] = {
                 "id": rider_id,
                 "lat": float(lat) if lat is not None else None,
@@ -328,13 +339,20 @@ class Api:
     @api.get("/v1/orders/{order_id}")
     async def get_order(self, order_id: str, request: Request) -> Response:
         caller = self.caller(request)
-        raw = await self.redis.hget(keys.order(order_id), "json")
+        # The order, its eta and its payment in one round trip; a second only for the
+        # position of the rider who carries it.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.order(order_id), "json", "eta")
+            pipe.get(keys.payment(order_id))
+            (raw, raw_eta), raw_payment = await pipe.execute()
         if raw is None:
             raise not_found("order", order_id)
         order = orjson.loads(raw)
         if caller.role != "admin" and caller.sub != order.get(f"{caller.role}_id"):
             raise not_found("order", order_id)
-        return as_json(await self.order_view(order))
+        rider_id = order.get("rider_id")
+        position = await self.redis.hmget(keys.rider(rider_id), "lat", "lng") if rider_id else None
+        return as_json(self.view(order, raw_eta, raw_payment, position))
 
     @api.get("/v1/orders")
     async def list_orders(

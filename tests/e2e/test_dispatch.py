@@ -125,6 +125,9 @@ def test_two_orders_at_one_counter_go_to_one_rider_with_an_eta(
         what="a new ETA",
     )
     assert after["delivery_at"] > before  # the rider rode away: later
+    # The customer's read shows the rider where the rider last said it was.
+    rider = world.customer.get(f"/v1/orders/{first['id']}").json()["rider"]
+    assert rider == {"id": world.rider_id, "lat": world.lat + 0.03, "lng": world.lng}
 
 
 def test_a_rider_crossing_into_another_cell_moves_to_that_zone(
