@@ -1,6 +1,9 @@
 """`make bench`: the platform's speed figures, side by side, in one run on this machine.
 
 One platform (HAProxy front door), then at a fixed concurrency:
+- the full loop: `loadtests/full_loop.py`, customers walking place → pay → accept →
+  offer → ready → pickup → deliver with no think time, merchants and riders on
+  WebSockets; orders delivered per second, the loop's p50 and p99 and every step's;
 - the floor: `GET /v1/health/live`, Serve and nothing else;
 - order placement: `POST /v1/orders` (merchant actor, Lua script, signed pay link);
   the floor and placement take turns for three rounds, and the round with the median
@@ -8,9 +11,6 @@ One platform (HAProxy front door), then at a fixed concurrency:
   machine one run of either drifts by about 15%, and the ratio of the two is taken
   round by round so that a slow minute slows both sides of it;
 - order read: `GET /v1/orders/{id}` while placement runs at full speed beside it;
-- the full loop: `loadtests/full_loop.py`, customers walking place → pay → accept →
-  offer → ready → pickup → deliver with no think time, merchants and riders on
-  WebSockets; orders delivered per second, the loop's p50 and p99 and every step's;
 then the resident memory of every process the run started. wrk and the loop driver
 share the two cores with the platform; their CPU share is reported beside each figure.
 Writes bench/results.json and bench/results.png.
@@ -155,6 +155,10 @@ def main() -> None:
     with fresh_platform("o2o-bench-") as platform:
         work = platform.run_dir
         url = platform.url
+        # The loop first: the placement rows leave some 100,000 unpaid orders, whose
+        # payments the poller then checks (at most 100 a second per payment host) and
+        # whose writes set off AOF rewrites, and the loop would carry that load too.
+        loop = full_loop(url, args.concurrency, args.loop_duration, work)
         token, bodies = prepare(url)
         place = wrk_script(work / "place.lua", token, bodies)
         run_wrk(f"{url}/v1/health/live", 3, c, None)
@@ -173,7 +177,6 @@ def main() -> None:
         writer.start()
         reading = run_wrk(url, d, max(4, c // 4), read)
         writer.join()
-        loop = full_loop(url, args.concurrency, args.loop_duration, work)
         mem = memory(os.getpid())
     results = {
         "connections": c,
