@@ -437,8 +437,7 @@ class PaymentShardHost(EntityHost):
         order_status = order["status"] if order else None
         age = time.time() - record["created_at"]
         if order_status == "pending_payment" and age <= self.settings.payment_timeout_s:
-            # Back off with age, so a pile of abandoned intents cannot starve fresh ones.
-            wait = max(self.settings.payment_poll_s, min(60.0, age / 5))
+            wait = next_check_in(age, self.settings.payment_poll_s, self.settings.payment_timeout_s)
             await self.redis.zadd(keys.PAYMENTS_DUE, {order_id: time.time() + wait})
             return 0
         closed, _ = await self._call("POST", f"/v1/orders/{order_id}/close")
@@ -462,6 +461,18 @@ class PaymentShardHost(EntityHost):
                 ("system", "payments"),
             )
         return 1
+
+
+def next_check_in(age_s: float, poll_s: float, timeout_s: float) -> float:
+    """Seconds until the provider is asked again about an order still unpaid at `age_s`.
+
+    The wait about doubles with the order's age, as providers advise for payment
+    queries: an abandoned order costs ten queries over a 15-minute timeout, not 29, and
+    a lunch peak's thousands of abandoned orders do not starve the fresh ones of the
+    poll rounds, which are capped. Never sooner than `poll_s`, and never past the
+    deadline, so that the order is closed (and its stock given back) on time.
+    """
+    return max(poll_s, min(age_s, timeout_s - age_s))
 
 
 def provider_fee_fen(amount_fen: int, fee_bp: int) -> int:
