@@ -111,7 +111,9 @@ class Platform:
         s = self.settings
         raise_open_files_limit()
         if not s.redis_url:
-            self.redis = EmbeddedRedis(s.data_dir, s.redis_port, s.appendfsync)
+            self.redis = EmbeddedRedis(
+                s.data_dir, s.redis_port, s.appendfsync, s.redis_aof_rewrite_min_mb
+            )
             self.redis.start()
         self._start_sandbox()
         self.haproxy_dir = Path(tempfile.mkdtemp(prefix="o2o-hap-", dir="/tmp"))

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.server import AOF_REWRITE_MIN_MB
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="O2O_", extra="ignore", populate_by_name=True)
@@ -25,6 +27,8 @@ class Settings(BaseSettings):
     # everysec loses at most about one second of acknowledged writes on a power cut;
     # always loses none and costs a disk flush per write.
     appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    # See storage.server.AOF_REWRITE_MIN_MB for why the log waits this long.
+    redis_aof_rewrite_min_mb: int = Field(AOF_REWRITE_MIN_MB, ge=1)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000

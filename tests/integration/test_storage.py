@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from cluster.settings import Settings
 from domain import commands as c
 from domain.errors import DomainError
 from domain.geo import Point
@@ -17,7 +18,7 @@ from domain.pricing import Amounts, Line
 from storage import coupons, keys
 from storage.orders import OrderStore
 from storage.redis import RedisClient, Scripts, connect
-from storage.server import EmbeddedRedis
+from storage.server import AOF_REWRITE_MIN_MB, EmbeddedRedis
 
 
 @pytest.fixture
@@ -45,6 +46,15 @@ def placing(order_id: str, qty: int) -> c.PlaceOrder:
 
 async def test_server_keeps_an_append_only_file(client: RedisClient) -> None:
     assert (await client.config_get("appendonly"))["appendonly"] == "yes"
+
+
+async def test_the_log_is_not_rewritten_before_it_reaches_the_settings_floor(
+    client: RedisClient,
+) -> None:
+    floor = Settings().redis_aof_rewrite_min_mb
+    assert floor == AOF_REWRITE_MIN_MB
+    answer = await client.config_get("auto-aof-rewrite-min-size")
+    assert int(answer["auto-aof-rewrite-min-size"]) == floor * 2**20
 
 
 async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
