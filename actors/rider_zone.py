@@ -50,8 +50,9 @@ class RiderZoneHost(EntityHost):
     Keeps the zone's online riders in memory (loaded from Redis on first use after a
     start) and persists: `rider:{id}` (position, zone, online, load, deliveries per
     day), `rider:{id}:orders`, `zone:{cell}:riders` (GEO set of online riders),
-    `offer:{id}`, `dispatch:waiting:{cell}`, the order's `eta`, and `offer` events on
-    the offered rider's inbox only.
+    `offer:{id}`, `dispatch:waiting:{cell}` with the set of such cells
+    (`dispatch:zones_waiting`, which the retry round reads instead of scanning), the
+    order's `eta`, and `offer` events on the offered rider's inbox only.
     """
 
     BATCHED = frozenset({"set_status", "locate", "answer", "dispatch", "nudge"})
@@ -339,7 +340,10 @@ class RiderZoneHost(EntityHost):
     async def _wait(self, zone: str, request: dict[str, Any], now: datetime) -> Reply:
         """No rider anywhere near: park the order, tell operations once, retry later."""
         member = orjson.dumps(request).decode()
-        added = await self.redis.zadd(keys.dispatch_waiting(zone), {member: time.time()}, nx=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.dispatch_waiting(zone), {member: time.time()}, nx=True)
+            pipe.sadd(keys.WAITING_ZONES, zone)
+            added, _ = await pipe.execute()
         if added and not request.get("told_ops"):
             await self.scripts.append_event(
                 keys=[keys.OPS_INBOX],
@@ -450,10 +454,12 @@ class RiderZoneHost(EntityHost):
         while True:
             await asyncio.sleep(RETRY_WAITING_S)
             try:
-                zones = [k.split(":")[2] async for k in self.redis.scan_iter("dispatch:waiting:*")]
-                for zone in zones:
+                for zone in await self.redis.smembers(keys.WAITING_ZONES):
                     if self._mine(zone):
                         await self._retry_zone(zone)
+                        await self.scripts.forget_waiting_zone(
+                            keys=[keys.dispatch_waiting(zone), keys.WAITING_ZONES], args=[zone]
+                        )
             except Exception:
                 log.exception("retrying waiting orders failed")
 

@@ -562,12 +562,17 @@ class Api:
         figures = await metrics.summary(self.redis, now(), window_min)
         zone_orders: dict[str, int] = figures.pop("zone_orders")
         waiting: dict[str, dict[str, Any]] = {}
-        async for key in self.redis.scan_iter("dispatch:waiting:*"):
-            entries = await self.redis.zrange(key, 0, -1, withscores=True)
-            if entries:
-                waiting[key.split(":")[2]] = {
-                    "orders": len(entries),
-                    "oldest_s": round(time.time() - min(score for _, score in entries), 1),
+        zones_waiting = sorted(await self.redis.smembers(keys.WAITING_ZONES))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for zone in zones_waiting:
+                pipe.zrange(keys.dispatch_waiting(zone), 0, 0, withscores=True)
+                pipe.zcard(keys.dispatch_waiting(zone))
+            replies = await pipe.execute()
+        for zone, oldest, count in zip(zones_waiting, replies[::2], replies[1::2], strict=True):
+            if count:
+                waiting[zone] = {
+                    "orders": count,
+                    "oldest_s": round(time.time() - oldest[0][1], 1),
                 }
         hot = []
         zones = sorted(set(zone_orders) | set(waiting), key=lambda z: -zone_orders.get(z, 0))[:10]

@@ -67,6 +67,11 @@ def dispatch_waiting(zone: str) -> str:
     return f"dispatch:waiting:{zone}"
 
 
+# The zones with orders waiting for a rider, so that the retry round and the dashboard
+# find them without scanning the keyspace (which grows with every order kept).
+WAITING_ZONES = "dispatch:zones_waiting"
+
+
 def payment(order_id: str) -> str:
     return f"payment:{order_id}"
 

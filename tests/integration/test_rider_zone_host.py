@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actors import rider_zone
 from actors.rider_zone import RiderZoneHost
 from cluster.settings import Settings
 from domain.geo import Point, zone_of
@@ -69,3 +70,33 @@ async def test_waiting_orders_go_to_a_rider_as_soon_as_one_is_free(host: RiderZo
     assert declined["status"] == "declined"
     assert await host.redis.get(keys.rider_offer("r_new")) is None
     assert await host.redis.zcard(keys.dispatch_waiting(zone)) == 1
+
+
+async def test_a_zone_is_listed_while_orders_wait_there_and_forgotten_after(
+    host: RiderZoneHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rider_zone, "RETRY_WAITING_S", 0.05)
+    zone = zone_of(KITCHEN, host.settings.zone_resolution)
+    await host.redis.hset(keys.order("o_listed"), mapping={"status": "accepted", "version": 3})
+    assert (await host.dispatch(zone, request("o_listed")))["waiting"] is True
+    assert await host.redis.smembers(keys.WAITING_ZONES) == {zone}
+
+    # A rider comes online: the nudge offers the order at once and the retry round,
+    # finding the zone's queue empty, forgets the zone.
+    await host.set_status(zone, "r_late", True, KITCHEN.lat, KITCHEN.lng)
+    await settled(host)
+    assert await host.redis.get(keys.rider_offer("r_late")) is not None
+    scans_before = await scans(host)
+    for _ in range(100):
+        if not await host.redis.smembers(keys.WAITING_ZONES):
+            break
+        await asyncio.sleep(0.05)
+    assert await host.redis.smembers(keys.WAITING_ZONES) == set()
+    assert await host.redis.zcard(keys.dispatch_waiting(zone)) == 0
+    # The rounds found their zones without scanning the keyspace.
+    assert await scans(host) == scans_before
+
+
+async def scans(zones: RiderZoneHost) -> int:
+    stats = await zones.redis.info("commandstats")
+    return int(stats.get("cmdstat_scan", {}).get("calls", 0))
