@@ -155,9 +155,9 @@ def main() -> None:
     with fresh_platform("o2o-bench-") as platform:
         work = platform.run_dir
         url = platform.url
-        # The loop first: the placement rows leave some 100,000 unpaid orders, whose
-        # payments the poller then checks (at most 100 a second per payment host) and
-        # whose writes set off AOF rewrites, and the loop would carry that load too.
+        # The loop first: the placement rows leave some 100,000 unpaid orders, which the
+        # payment poller works through for the next 15 minutes (at most 100 a second per
+        # payment host), and the loop would carry that load too.
         loop = full_loop(url, args.concurrency, args.loop_duration, work)
         token, bodies = prepare(url)
         place = wrk_script(work / "place.lua", token, bodies)

@@ -569,7 +569,7 @@ class Api:
                 pipe.zcard(keys.dispatch_waiting(zone))
             replies = await pipe.execute()
         for zone, oldest, count in zip(zones_waiting, replies[::2], replies[1::2], strict=True):
-            if count:
+            if oldest and count:
                 waiting[zone] = {
                     "orders": count,
                     "oldest_s": round(time.time() - oldest[0][1], 1),
