@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -86,14 +87,6 @@ def median_round(rounds: list[Row]) -> Row:
         **ranked[len(ranked) // 2],
         "rounds": [{k: r[k] for k in summary} for r in rounds],
     }
-
-
-def median(values: list[float]) -> float:
-    ranked = sorted(values)
-    middle = len(ranked) // 2
-    if len(ranked) % 2:
-        return ranked[middle]
-    return (ranked[middle - 1] + ranked[middle]) / 2
 
 
 def memory(platform_pid: int) -> dict[str, float]:
@@ -184,7 +177,7 @@ def main() -> None:
         "floor": floor,
         "place_order": placement,
         "place_to_floor_ratio": round(
-            median(
+            statistics.median(
                 [
                     p["requests_per_s"] / f["requests_per_s"]
                     for f, p in zip(floors, placements, strict=True)
