@@ -1,6 +1,11 @@
-"""Webhook signatures shared by the sandbox (signer) and the platform (verifier).
+"""The payment provider's protocol: what the platform and the stand-in provider share.
 
-Header format, Stripe style: ``t=<unix seconds>,v1=<hex HMAC-SHA256>`` where the
+Both sides import this module and nothing else of each other: the checkout link the
+platform signs and the provider verifies, the notification signature the provider
+makes and the platform checks, the provider's fee, and the platform's client of the
+provider's API.
+
+Notification header, Stripe style: ``t=<unix seconds>,v1=<hex HMAC-SHA256>`` where the
 MAC covers ``f"{t}."`` followed by the raw request body. Binding the timestamp
 into the MAC lets receivers reject replays of old, correctly signed bodies.
 """
@@ -9,6 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+
+# Re-exported: the stand-in provider charges the fee the platform books.
+from domain.payments import FEE_BP as FEE_BP
+from domain.payments import provider_fee_fen as provider_fee_fen
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 DEFAULT_TOLERANCE_S = 300
