@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11, gcc and make:
 #   make run   - install, start Redis, Ray, Serve and the payment sandbox, seed a demo city
-#   make test  - install, then ruff, mypy and the whole test suite
+#   make test  - install, then ruff, mypy, import-linter and the whole test suite
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q -p no:cacheprovider

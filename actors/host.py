@@ -1,4 +1,5 @@
-"""What every entity host shares: settings, one Redis client, one lock per entity."""
+"""What every entity host shares: settings, one Redis client and its stores, one lock per
+entity, and the one entry point other processes call, `handle(messages)`."""
 
 from __future__ import annotations
 
@@ -7,51 +8,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any
 
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
-
-from actors.batching import Batcher
-from cluster.settings import Settings
+from actors.directory import Directory, Message, Reply
 from domain.errors import DomainError
+from storage.inboxes import InboxStore
+from storage.metrics import MetricsStore
 from storage.orders import OrderStore
-from storage.redis import RedisClient, Scripts, connect
+from storage.redis import ScriptPipeline, Scripts, connect, ping
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ScriptPipeline:
-    """Script calls that concurrent entities make at the same moment, sent as one pipeline.
-
-    While one pipeline is on its way the next calls gather, so a busy host pays one
-    round trip for many orders and an idle one pays no wait. The pipeline is not a
-    transaction: each script is atomic on its own and fails alone. A script the
-    server does not know (it restarted or flushed its scripts) is loaded and its call
-    made again on its own.
-    """
-
-    def __init__(self, client: RedisClient) -> None:
-        self._client = client
-        self._batcher: Batcher[tuple[AsyncScript, list[Any], list[Any]], Any] = Batcher(
-            self._send, max_in_flight=1, max_batch=256
-        )
-
-    async def __call__(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        return await self._batcher.submit((script, keys, args))
-
-    async def _send(self, calls: list[tuple[AsyncScript, list[Any], list[Any]]]) -> list[Any]:
-        if len(calls) == 1:
-            script, keys, args = calls[0]
-            return [await script(keys=keys, args=args)]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            replies = await pipe.execute(raise_on_error=False)
-        for n, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
-            if isinstance(reply, NoScriptError):
-                replies[n] = await script(keys=keys, args=args)
-        return list(replies)
 
 
 class EntityHost:
@@ -71,6 +38,11 @@ class EntityHost:
         self.index = index
         self.redis = connect(settings.effective_redis_url)
         self.scripts = Scripts(self.redis)
+        self.directory = Directory(settings)
+        self.metrics = MetricsStore(self.redis)
+        self.inboxes = InboxStore(
+            self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
+        )
         self.orders = OrderStore(
             self.redis,
             self.scripts,
@@ -150,22 +122,19 @@ class EntityHost:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # The methods other processes may send through `calls` (see `Directory.call`).
-    BATCHED: ClassVar[frozenset[str]] = frozenset()
+    async def handle(self, batch: list[Message]) -> list[Reply]:
+        """Many messages in one call, run concurrently, each under its own entity's lock.
 
-    async def calls(self, batch: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        """Many calls in one message, run concurrently, each under its own entity's lock.
+        A message that raises gives its own sender the exception, not the whole batch."""
+        replies: list[Any] = await asyncio.gather(
+            *(self.receive(m) for m in batch), return_exceptions=True
+        )
+        return replies
 
-        A call that raises gives its own caller the exception, not the whole batch.
-        """
-
-        async def one(method: str, args: tuple[Any, ...]) -> Any:
-            if method not in self.BATCHED:
-                return DomainError("invalid_request", f"{method} is not a batched method")
-            return await getattr(self, method)(*args)
-
-        return list(await asyncio.gather(*(one(m, a) for m, a in batch), return_exceptions=True))
+    async def receive(self, message: Message) -> Reply:
+        """One message; each kind of host says which it takes."""
+        return DomainError("invalid_request", f"{type(message).__name__} is not for this host")
 
     async def ping(self) -> str:
-        await self.redis.ping()
+        await ping(self.redis)
         return "ok"

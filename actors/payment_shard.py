@@ -7,39 +7,45 @@ import contextlib
 import logging
 import time
 from datetime import UTC, date, datetime
-from typing import Any
 
-import aiohttp
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from actors.checkout import checkout_of
+from actors.directory import (
+    Message,
+    Notify,
+    Reconcile,
+    Refund,
+    Reply,
+    Settle,
+    host_count,
+    host_index,
+)
 from actors.host import EntityHost
-from actors.placement import Directory, host_count, host_index
-from cluster.settings import Settings
 from domain import commands as c
+from domain import events as e
 from domain import ledger
+from domain import payments as p
 from domain.errors import DomainError
+from domain.payments import Payment, PaymentStatus, next_check_in, provider_fee_fen
 from domain.pricing import Amounts
 from domain.reconciliation import ledger_rows, provider_rows, reconcile
-from sandbox.signing import SignatureError, verify
-from storage import keys, metrics
-from storage.ledger import LedgerStore, merchant_volume
-from storage.orders import inbox_key, queue_event
+from storage.ledger import LedgerStore
+from storage.merchants import MerchantStore
+from storage.payments import PaymentStore
+from storage.provider import (
+    Checkout,
+    ProviderClient,
+    ProviderError,
+    SignatureError,
+    provider_time,
+    verify,
+)
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Reply = dict[str, Any] | DomainError
-
-
-class ProviderError(Exception):
-    """The provider could not be reached or answered with a server error."""
-
-
-def _provider_time(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+# Orders awaiting payment asked about per poll round.
+POLL_BATCH = 500
 
 
 class PaymentShardHost(EntityHost):
@@ -48,7 +54,7 @@ class PaymentShardHost(EntityHost):
     Concurrency: one `asyncio.Lock` per order's payment, so a notification, a poll, a
     retry and a refund of the same order never interleave; different orders proceed
     in parallel, including their calls to the provider. Placement does not call this
-    host: an order's pay link is signed by the platform (`actors/checkout.py`) and the
+    host: an order's pay link is signed by the platform (`storage/provider.py`) and the
     order joins `payments:pending` in its placement script. A background loop, started
     with the host, asks the provider about those orders (lost notifications) and
     closes the ones past the payment timeout.
@@ -59,87 +65,55 @@ class PaymentShardHost(EntityHost):
     events on the inboxes of the order's customer, merchant and operations.
     """
 
-    BATCHED = frozenset({"notify", "settle", "refund"})
-
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
-        self.directory = Directory(settings)
+        self.payments = PaymentStore(self.redis, self.metrics)
         self.ledger = LedgerStore(self.redis, self.scripts)
-        self._http: aiohttp.ClientSession | None = None
+        self.merchants = MerchantStore(self.redis, self.scripts)
+        self.provider = ProviderClient(settings.sandbox_url)
+        self.checkout = Checkout(
+            settings.payment_secret,
+            settings.sandbox_url,
+            settings.notify_url,
+            settings.payment_timeout_s,
+        )
         self._poller: asyncio.Task[None] | None = None
         # Orders are placed without a word to this host, so it must poll from the
         # start (and after a restart): Ray runs an async actor's __init__ on its loop.
         with contextlib.suppress(RuntimeError):
             self._ensure_poller()
 
-    # -- the provider -------------------------------------------------------------
+    async def receive(self, message: Message) -> Reply:
+        match message:
+            case Notify():
+                return await self.notify(message.body, message.signature)
+            case Refund():
+                return await self.refund(
+                    message.order_id, message.amount_fen, message.refund_no, message.reason
+                )
+            case Settle():
+                return await self.settle(message.order_id)
+            case Reconcile():
+                return await self.reconcile(message.day)
+        return await super().receive(message)
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                base_url=self.settings.sandbox_url,
-                timeout=aiohttp.ClientTimeout(total=10),
-                json_serialize=lambda v: orjson.dumps(v).decode(),
-            )
-        return self._http
-
-    async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, Any]:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(4),
-            wait=wait_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type(ProviderError),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    async with self._session().request(method, path, json=body) as resp:
-                        payload = await resp.json(loads=orjson.loads, content_type=None)
-                        if resp.status >= 500:
-                            raise ProviderError(f"{method} {path}: {resp.status}")
-                        return resp.status, payload
-                except (aiohttp.ClientError, TimeoutError) as err:
-                    raise ProviderError(f"{method} {path}: {err}") from err
-        raise ProviderError("unreachable")
-
-    # -- records ------------------------------------------------------------------
-
-    async def _record(self, order_id: str) -> dict[str, Any] | None:
-        """The order's payment record; a fresh one if the order has only its pay link yet."""
-        record, _ = await self._record_and_order(order_id)
-        return record
-
-    async def _record_and_order(
-        self, order_id: str
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The payment record (as `_record`) and the order, read in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.payment(order_id))
-            pipe.hget(keys.order(order_id), "json")
-            raw, raw_order = await pipe.execute()
-        order = orjson.loads(raw_order) if raw_order else None
-        if raw:
-            return orjson.loads(raw), order
-        if order is None:
-            return None, None
-        return {
-            "order_id": order_id,
-            "merchant_id": order["merchant_id"],
-            "customer_id": order["customer_id"],
-            **checkout_of(self.settings, order),
-            "amount_fen": order["amounts"]["total_fen"],
-            "status": "created",
-            "created_at": datetime.fromisoformat(order["placed_at"]).timestamp(),
-            "captured_fen": 0,
-            "refunded_fen": 0,
-            "order_paid": False,
-            "split": False,
-            "refunds": {},
-        }, order
-
-    async def _save(self, record: dict[str, Any]) -> None:
-        await self.redis.set(keys.payment(record["order_id"]), orjson.dumps(record))
+    async def _load(self, order_id: str) -> tuple[Payment | None, dict[str, object] | None]:
+        """The order's payment (a fresh one if the order has only its pay link yet) and the
+        order as stored."""
+        payment, order = await self.payments.load(order_id)
+        if payment is not None or order is None:
+            return payment, order
+        link = self.checkout.link_of(order)
+        fresh = p.opened(
+            order_id,
+            str(order["merchant_id"]),
+            str(order["customer_id"]),
+            link["intent_id"],
+            link["pay_url"],
+            order["amounts"]["total_fen"],  # type: ignore[index]
+            datetime.fromisoformat(str(order["placed_at"])).timestamp(),
+        )
+        return fresh, order
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -164,75 +138,54 @@ class PaymentShardHost(EntityHost):
             return DomainError("invalid_request", "malformed notification")
         self._ensure_poller()
         async with self.lock(order_id):
-            record = await self._record(order_id)
-            if record is None:
+            payment, _ = await self._load(order_id)
+            if payment is None:
                 return DomainError(
                     "payment_not_found", "no payment for this order", order_id=order_id
                 )
-            if notice.get("intent_id") != record["intent_id"]:
+            if notice.get("intent_id") != payment.intent_id:
                 return DomainError("amount_mismatch", "intent does not match the order")
-            if kind == "payment.succeeded":
-                if amount != record["amount_fen"]:
-                    return DomainError("amount_mismatch", "amount does not match the order")
-                return await self._captured(record, _provider_time(notice.get("at")))
-            if kind == "refund.succeeded":
-                refund = record["refunds"].get(notice.get("refund_no") or "")
-                if refund is None:
-                    return DomainError("refund_not_found", "unknown refund number")
-                if refund["amount_fen"] != amount:
-                    return DomainError("amount_mismatch", "amount does not match the refund")
-                return await self._refunded(
-                    record, refund["refund_no"], _provider_time(notice.get("at"))
-                )
+            at = provider_time(notice.get("at"))
+            try:
+                if kind == "payment.succeeded":
+                    return await self._captured(payment, p.Capture(payment.intent_id, amount, at))
+                if kind == "refund.succeeded":
+                    refund_no = notice.get("refund_no") or ""
+                    _, reply = await self._refunded(payment, p.ConfirmRefund(refund_no, amount, at))
+                    return reply
+            except DomainError as err:
+                return err
             return DomainError("invalid_request", f"unknown notification type {kind}")
 
-    async def _captured(self, record: dict[str, Any], paid_at: datetime) -> Reply:
+    async def _captured(self, payment: Payment, capture: p.Capture) -> Reply:
         """Book the capture once, then tell the order; both steps are safe to repeat."""
-        if record["status"] != "captured":
-            record.update(
-                status="captured", captured_fen=record["amount_fen"], paid_at=paid_at.isoformat()
-            )
+        for event in p.decide(payment, capture):
+            payment = p.evolve(payment, event)
             txn = ledger.capture(
-                record["order_id"], record["customer_id"], record["amount_fen"], paid_at
+                payment.order_id, payment.customer_id, payment.captured_fen, capture.at
             )
             posted = await self.ledger.post(
-                txn,
-                record["merchant_id"],
-                (keys.payment(record["order_id"]), record),
-                counters=[
-                    (
-                        merchant_volume(record["merchant_id"]),
-                        paid_at.strftime("%Y%m"),
-                        record["amount_fen"],
-                    )
-                ],
+                txn, payment.merchant_id, payment, volume_fen=payment.captured_fen
             )
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(keys.PAYMENTS_DUE, record["order_id"])
-                if posted:
-                    metrics.queue_count(pipe, paid_at, gmv_fen=record["amount_fen"])
-                await pipe.execute()
-        if record["order_paid"]:
+            await self.payments.captured(payment, posted)
+        told = p.decide(payment, p.TellOrderPaid())
+        if not told:
             return {"applied": False, "status": "captured"}
-        paid = await self.directory.call(
-            "merchant",
-            record["merchant_id"],
-            "act",
-            record["merchant_id"],
-            record["order_id"],
-            c.MarkPaid(at=paid_at, intent_id=record["intent_id"], amount_fen=record["amount_fen"]),
+        paid = await self.directory.merchant(payment.merchant_id).act(
+            payment.order_id,
+            c.MarkPaid(at=capture.at, intent_id=payment.intent_id, amount_fen=payment.amount_fen),
             ("system", "payments"),
         )
-        record["order_paid"] = True
-        await self._save(record)
+        payment = p.evolve(payment, told[0])
+        await self.payments.save(payment)
         if isinstance(paid, DomainError):
             # Money arrived for an order that was closed meanwhile: give it back.
-            log.info("payment for closed order %s: refunding (%s)", record["order_id"], paid.code)
+            log.info("payment for closed order %s: refunding (%s)", payment.order_id, paid.code)
             self.spawn(
                 self.refund(
-                    record["order_id"], record["amount_fen"], f"{record['order_id']}-late", "closed"
+                    payment.order_id, payment.amount_fen, f"{payment.order_id}-late", "closed"
                 ),
-                f"late refund {record['order_id']}",
+                f"late refund {payment.order_id}",
             )
         return {"applied": True, "status": "captured"}
 
@@ -241,158 +194,119 @@ class PaymentShardHost(EntityHost):
     async def refund(self, order_id: str, amount_fen: int, refund_no: str, reason: str) -> Reply:
         """Refund part or all of a captured payment, once per refund number."""
         async with self.lock(order_id):
-            record = await self._record(order_id)
-            if record is None or record["status"] != "captured":
+            payment, _ = await self._load(order_id)
+            if payment is None:
                 return DomainError("not_paid", "nothing was captured for this order")
-            existing = record["refunds"].get(refund_no)
-            if existing is not None:
-                if existing["amount_fen"] != amount_fen:
-                    return DomainError(
-                        "refund_no_conflict", "this refund number has another amount"
-                    )
-                if existing["status"] == "pending":
-                    return await self._ask_refund(record, existing)
-                return existing
-            pending = sum(
-                r["amount_fen"] for r in record["refunds"].values() if r["status"] == "pending"
-            )
-            refundable = record["captured_fen"] - record["refunded_fen"] - pending
-            if amount_fen <= 0 or amount_fen > refundable:
-                return DomainError(
-                    "refund_exceeds_payment",
-                    "refunds may not exceed what was captured",
-                    captured_fen=record["captured_fen"],
-                    refunded_fen=record["refunded_fen"],
-                    refundable_fen=max(refundable, 0),
-                )
-            refund = {
-                "refund_no": refund_no,
-                "amount_fen": amount_fen,
-                "reason": reason,
-                "status": "pending",
-            }
-            record["refunds"][refund_no] = refund
-            await self._save(record)
-            return await self._ask_refund(record, refund)
+            try:
+                requested = p.decide(payment, p.RequestRefund(refund_no, amount_fen, reason))
+            except DomainError as err:
+                return err
+            for event in requested:
+                payment = p.evolve(payment, event)
+                await self.payments.save(payment)
+            line = payment.refunds[refund_no]
+            if line.status == "pending":
+                return await self._ask_refund(payment, refund_no)
+            return line.as_dict()
 
-    async def _ask_refund(self, record: dict[str, Any], refund: dict[str, Any]) -> Reply:
+    async def _ask_refund(self, payment: Payment, refund_no: str) -> Reply:
+        line = payment.refunds[refund_no]
         try:
-            status, body = await self._call(
-                "POST",
-                "/v1/refunds",
-                {
-                    "refund_no": refund["refund_no"],
-                    "out_trade_no": record["order_id"],
-                    "amount_fen": refund["amount_fen"],
-                },
-            )
+            status, body = await self.provider.refund(refund_no, payment.order_id, line.amount_fen)
         except ProviderError as err:
-            log.warning("refund %s pending: %s", refund["refund_no"], err)
-            return refund
+            log.warning("refund %s pending: %s", refund_no, err)
+            return line.as_dict()
         if status in (200, 201) and body.get("status") == "succeeded":
-            await self._refunded(
-                record, refund["refund_no"], _provider_time(body.get("refunded_at"))
+            confirm = p.ConfirmRefund(
+                refund_no, line.amount_fen, provider_time(body.get("refunded_at"))
             )
+            payment, _ = await self._refunded(payment, confirm)
         else:
-            log.warning("refund %s refused by the provider: %s", refund["refund_no"], body)
-        return record["refunds"][refund["refund_no"]]
+            log.warning("refund %s refused by the provider: %s", refund_no, body)
+        return payment.refunds[refund_no].as_dict()
 
-    async def _refunded(self, record: dict[str, Any], refund_no: str, at: datetime) -> Reply:
+    async def _refunded(self, payment: Payment, confirm: p.ConfirmRefund) -> tuple[Payment, Reply]:
         """Book a refund the provider made, once, with its event; settle a closed order."""
-        refund = record["refunds"][refund_no]
-        if refund["status"] == "succeeded":
-            return {"applied": False, "status": "refunded"}
-        history = await self.ledger.of_order(record["order_id"])
+        confirmed = p.decide(payment, confirm)
+        if not confirmed:
+            return payment, {"applied": False, "status": "refunded"}
+        history = await self.ledger.of_order(payment.order_id)
         txn = ledger.refund(
-            refund_no,
-            record["order_id"],
-            record["customer_id"],
-            refund["amount_fen"],
-            record["captured_fen"],
-            record["refunded_fen"],
-            ledger.order_holdings(history, record["order_id"]),
-            at,
+            confirm.refund_no,
+            payment.order_id,
+            payment.customer_id,
+            confirm.amount_fen,
+            payment.captured_fen,
+            payment.refunded_fen,
+            ledger.order_holdings(history, payment.order_id),
+            confirm.at,
         )
-        refund.update(status="succeeded", refunded_at=at.isoformat())
-        record["refunded_fen"] += refund["amount_fen"]
-        version = await self.redis.hget(keys.order(record["order_id"]), "version")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self.ledger.post(
-                txn, record["merchant_id"], (keys.payment(record["order_id"]), record), client=pipe
-            )
-            await queue_event(
-                pipe,
-                self.scripts,
-                [
-                    inbox_key("customer", record["customer_id"]),
-                    inbox_key("merchant", record["merchant_id"]),
-                    inbox_key("ops", "all"),
-                ],
-                {
-                    "type": "refunded",
-                    "order_id": record["order_id"],
-                    "version": int(version or 0),
-                    "at": at.isoformat(),
-                    "data": {"refund_no": refund_no, "amount_fen": refund["amount_fen"]},
-                },
-                self.settings.inbox_maxlen,
-                self.settings.inbox_retention_s,
-            )
-            await pipe.execute()
-        if record["refunded_fen"] == record["captured_fen"] and not record["split"]:
+        payment = p.evolve(payment, confirmed[0])
+        refunded = e.Refunded(
+            order_id=payment.order_id,
+            version=await self.orders.version(payment.order_id),
+            at=confirm.at,
+            refund_no=confirm.refund_no,
+            amount_fen=confirm.amount_fen,
+        )
+        await self.ledger.post_with_event(
+            txn,
+            payment,
+            [("customer", payment.customer_id), ("merchant", payment.merchant_id), ("ops", "all")],
+            refunded.as_dict(),
+            self.inboxes,
+        )
+        if payment.fully_refunded and not payment.split:
             # A closed order still owes the provider's fee: book it now, once.
-            await self._split(record, None)
-        return {"applied": True, "status": "refunded"}
+            await self._split(payment, None, None)
+        return payment, {"applied": True, "status": "refunded"}
 
     # -- settlement ---------------------------------------------------------------
 
     async def settle(self, order_id: str) -> Reply:
         """Divide a delivered order's money by its merchant's split plan (once)."""
         async with self.lock(order_id):
-            record, order = await self._record_and_order(order_id)
-            if record is None or record["status"] != "captured":
+            payment, order = await self._load(order_id)
+            if payment is None or payment.status != PaymentStatus.CAPTURED:
                 return DomainError("not_paid", "nothing was captured for this order")
-            return await self._split(record, (order or {}).get("rider_id"), order)
+            rider_id = (order or {}).get("rider_id")
+            return await self._split(payment, str(rider_id) if rider_id else None, order)
 
     async def _split(
-        self, record: dict[str, Any], rider_id: str | None, order: dict[str, Any] | None = None
+        self, payment: Payment, rider_id: str | None, order: dict[str, object] | None
     ) -> Reply:
-        if record["split"]:
+        booked = p.decide(payment, p.BookSplit())
+        if not booked:
             return {"applied": False, "split": True}
-        paid_at = _provider_time(record.get("paid_at"))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.merchant(record["merchant_id"]), "profile")
-            pipe.hget(merchant_volume(record["merchant_id"]), paid_at.strftime("%Y%m"))
-            if order is None:
-                pipe.hget(keys.order(record["order_id"]), "json")
-            raw_profile, volume, *raw_order = await pipe.execute()
+        paid_at = provider_time(payment.paid_at)
+        profile, volume = await self.merchants.profile_and_volume(
+            payment.merchant_id, paid_at.strftime("%Y%m")
+        )
         if order is None:
-            order = orjson.loads(raw_order[0])
-        profile = orjson.loads(raw_profile) if raw_profile else {}
+            order = await self.orders.load_raw(payment.order_id)
+        assert order is not None
         try:
             txn = ledger.split_capture(
-                record["order_id"],
-                record["merchant_id"],
+                payment.order_id,
+                payment.merchant_id,
                 rider_id,
-                Amounts(**order["amounts"]),
-                record["captured_fen"],
-                provider_fee_fen(record["captured_fen"], self.settings.provider_fee_bp),
-                int(volume or 0),
+                Amounts(**order["amounts"]),  # type: ignore[arg-type]
+                payment.captured_fen,
+                provider_fee_fen(payment.captured_fen, self.settings.provider_fee_bp),
+                volume,
                 ledger.plan_or_default(profile.get("split_plan")),
                 datetime.now(UTC),
-                refunded_fen=record["refunded_fen"],
+                refunded_fen=payment.refunded_fen,
             )
         except DomainError as err:
             return err
-        record["split"] = True
-        await self.ledger.post(
-            txn, record["merchant_id"], (keys.payment(record["order_id"]), record)
-        )
+        payment = p.evolve(payment, booked[0])
+        await self.ledger.post(txn, payment.merchant_id, payment)
         return {"applied": True, "split": True}
 
     async def reconcile(self, day: date) -> Reply:
         try:
-            status, statement = await self._call("GET", f"/v1/statements?date={day.isoformat()}")
+            status, statement = await self.provider.statement(day)
         except ProviderError:
             return DomainError("payment_unavailable", "the provider's statement is unavailable")
         if status != 200:
@@ -415,9 +329,7 @@ class PaymentShardHost(EntityHost):
     async def poll_once(self) -> int:
         """Ask the provider about this host's orders awaiting payment; returns how many settled."""
         hosts = host_count("payment", self.settings)
-        due = await self.redis.zrangebyscore(
-            keys.PAYMENTS_DUE, "-inf", time.time(), start=0, num=500
-        )
+        due = await self.payments.due(time.time(), POLL_BATCH)
         mine = [oid for oid in due if host_index(oid, hosts) == self.index]
         settled = 0
         for order_id in mine:
@@ -426,65 +338,36 @@ class PaymentShardHost(EntityHost):
         return settled
 
     async def _check(self, order_id: str) -> int:
-        record, order = await self._record_and_order(order_id)
-        if record is None or record["status"] != "created":
-            await self.redis.zrem(keys.PAYMENTS_DUE, order_id)
+        payment, order = await self._load(order_id)
+        if payment is None or payment.status != PaymentStatus.CREATED:
+            await self.payments.no_longer_due(order_id)
             return 0
-        status, view = await self._call("GET", f"/v1/orders/{order_id}")
+        status, view = await self.provider.order(order_id)
         if status == 200 and view.get("status") == "paid":
-            await self._captured(record, _provider_time(view.get("paid_at")))
+            capture = p.Capture(
+                payment.intent_id, payment.amount_fen, provider_time(view.get("paid_at"))
+            )
+            await self._captured(payment, capture)
             return 1
         order_status = order["status"] if order else None
-        age = time.time() - record["created_at"]
+        age = time.time() - payment.created_at
         if order_status == "pending_payment" and age <= self.settings.payment_timeout_s:
             wait = next_check_in(age, self.settings.payment_poll_s, self.settings.payment_timeout_s)
-            await self.redis.zadd(keys.PAYMENTS_DUE, {order_id: time.time() + wait})
+            await self.payments.ask_again_at(order_id, time.time() + wait)
             return 0
-        closed, _ = await self._call("POST", f"/v1/orders/{order_id}/close")
-        if closed == 409:  # paid at the last moment
-            status, view = await self._call("GET", f"/v1/orders/{order_id}")
-            await self._captured(record, _provider_time(view.get("paid_at")))
+        if await self.provider.close(order_id) == 409:  # paid at the last moment
+            status, view = await self.provider.order(order_id)
+            capture = p.Capture(
+                payment.intent_id, payment.amount_fen, provider_time(view.get("paid_at"))
+            )
+            await self._captured(payment, capture)
             return 1
-        record["status"] = "closed"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.payment(order_id), orjson.dumps(record))
-            pipe.zrem(keys.PAYMENTS_DUE, order_id)
-            await pipe.execute()
+        (closed,) = p.decide(payment, p.Close())
+        await self.payments.close(p.evolve(payment, closed))
         if order_status == "pending_payment":
-            await self.directory.call(
-                "merchant",
-                record["merchant_id"],
-                "act",
-                record["merchant_id"],
+            await self.directory.merchant(payment.merchant_id).act(
                 order_id,
                 c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
                 ("system", "payments"),
             )
         return 1
-
-
-def next_check_in(age_s: float, poll_s: float, timeout_s: float) -> float:
-    """Seconds until the provider is asked again about an order still unpaid at `age_s`.
-
-    The wait about doubles with the order's age, as providers advise for payment
-    queries: an abandoned order costs ten queries over a 15-minute timeout, not 29, and
-    a lunch peak's thousands of abandoned orders do not starve the fresh ones of the
-    poll rounds, which are capped. Never sooner than `poll_s`, and never past the
-    deadline, so that the order is closed (and its stock given back) on time.
-    """
-    return max(poll_s, min(age_s, timeout_s - age_s))
-
-
-def provider_fee_fen(amount_fen: int, fee_bp: int) -> int:
-    """The provider's fee on a payment, rounded half up to the fen (its statement agrees)."""
-    return (amount_fen * fee_bp + 5000) // 10000
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "intent_id": record["intent_id"],
-        "pay_url": record["pay_url"],
-        "status": record["status"],
-        "amount_fen": record["amount_fen"],
-        "refunded_fen": record["refunded_fen"],
-    }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from types import FrameType
 
@@ -11,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster.settings import Settings, get_settings
+from storage.settings import Settings, get_settings
 
 app = typer.Typer(help="Run and operate the o2o delivery platform.", no_args_is_help=True)
 console = Console()
@@ -101,14 +103,17 @@ def health(url: str = typer.Option("", help="API base URL.")) -> None:
     raise typer.Exit(0 if answer.status_code == 200 else 1)
 
 
-def _register_simulator() -> None:
-    # The simulator drives the platform over HTTP only; it never imports locust.
-    from loadtests.simulator import simulate
+@app.command(
+    "simulate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulate(ctx: typer.Context) -> None:
+    """Simulate a city's customers, merchants and riders (options: `o2o simulate --help`)."""
+    # The simulator is a load test: it runs as its own process and drives the platform
+    # over HTTP only, so the operator's command line does not import it.
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "loadtests.simulator", *ctx.args]))
 
-    app.command("simulate", help="Simulate a city's customers, merchants and riders.")(simulate)
-
-
-_register_simulator()
 
 if __name__ == "__main__":
     app()

@@ -21,10 +21,11 @@ import httpx
 import ray
 from ray import serve
 
-from actors.placement import NAMESPACE, start_hosts
-from cluster.settings import Settings
+from actors.directory import NAMESPACE
+from actors.registry import start_hosts
 from serve_app.app import build
 from storage.server import EmbeddedRedis, free_port
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class Platform:
                 str(s.sandbox_port),
                 "--secret",
                 s.payment_secret,
+                "--fee-bp",
+                str(s.provider_fee_bp),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

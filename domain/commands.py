@@ -37,7 +37,8 @@ class MarkPaid(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class AcceptOrder(Command):
-    prep_minutes: int
+    # None: the merchant's usual time, which its host fills in.
+    prep_minutes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

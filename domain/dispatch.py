@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from domain.geo import Point, distance_m
+from domain.orders import Order, OrderStatus
 
+# A rider not heard from for this long is not offered orders, nor counted as idle.
 STALE_AFTER = timedelta(seconds=60)
-OFFER_TTL = timedelta(seconds=30)
 Policy = Literal["score", "nearest"]
 
 
@@ -34,6 +35,17 @@ class Job:
     pickup: Point
     dropoff: Point
     picked_up: bool = False
+
+
+def job_of(order: Order) -> Job:
+    """An order as the job of the rider carrying it."""
+    return Job(
+        order_id=order.id,
+        merchant_id=order.merchant_id,
+        pickup=order.pickup,
+        dropoff=order.dropoff,
+        picked_up=order.status == OrderStatus.PICKED_UP,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,13 +66,39 @@ class RiderPosition:
 
 @dataclass(frozen=True)
 class Dispatch:
-    """An order looking for a rider."""
+    """An order looking for a rider, as of the order's `version`."""
 
     order_id: str
     merchant_id: str
     pickup: Point
     dropoff: Point
     ready_at: datetime | None = None
+    version: int = 0
+    # Operations were told once already that this order waits for a rider.
+    told_ops: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "merchant_id": self.merchant_id,
+            "version": self.version,
+            "ready_at": self.ready_at.isoformat() if self.ready_at else None,
+            "pickup": {"lat": self.pickup.lat, "lng": self.pickup.lng},
+            "dropoff": {"lat": self.dropoff.lat, "lng": self.dropoff.lng},
+            "told_ops": self.told_ops,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Dispatch:
+        return cls(
+            order_id=d["order_id"],
+            merchant_id=d["merchant_id"],
+            pickup=Point(**d["pickup"]),
+            dropoff=Point(**d["dropoff"]),
+            ready_at=datetime.fromisoformat(d["ready_at"]) if d.get("ready_at") else None,
+            version=d.get("version", 0),
+            told_ops=d.get("told_ops", False),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,28 +111,6 @@ class Weights:
     capacity: int = 3
     batch_pickup_m: float = 300.0
     batch_near_m: float = 1500.0
-
-
-@dataclass(frozen=True)
-class Offer:
-    offer_id: str
-    order_id: str
-    rider_id: str
-    zone: str
-    pickup: Point
-    dropoff: Point
-    expires_at: datetime
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "offer_id": self.offer_id,
-            "order_id": self.order_id,
-            "rider_id": self.rider_id,
-            "zone": self.zone,
-            "expires_at": self.expires_at.isoformat(),
-            "pickup": {"lat": self.pickup.lat, "lng": self.pickup.lng},
-            "dropoff": {"lat": self.dropoff.lat, "lng": self.dropoff.lng},
-        }
 
 
 def _fresh(
@@ -188,10 +204,6 @@ def rank(
     if policy == "nearest":
         return rank_riders(order.pickup, riders, now, exclude)
     return score_riders(order, riders, now, exclude, weights)
-
-
-def offer_expired(offer: Offer, now: datetime) -> bool:
-    return now >= offer.expires_at
 
 
 @dataclass(frozen=True)

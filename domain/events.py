@@ -1,10 +1,17 @@
-"""Events: what happened to an order. Past tense; each carries the order's new version."""
+"""Events: what happened. Past tense; each carries its entity's id and the order's version.
+
+Every event a terminal receives is one of these types, the order's own transitions and
+the wire events beside them (a rider's position, an offer, an order waiting for a
+rider, a refund, a menu change); `as_dict` is the wire form of API.md's sync events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
+
+from domain.geo import Point
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,3 +103,75 @@ class OrderPickedUp(Event):
 class OrderDelivered(Event):
     type: ClassVar[str] = "order_delivered"
     rider_id: str
+
+
+# -- wire events beside the order's transitions: they carry its current version --------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiderLocated(Event):
+    """Where the rider of the order is now, and when it should arrive (customer only)."""
+
+    type: ClassVar[str] = "rider_location"
+    rider_id: str
+    lat: float
+    lng: float
+    eta: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfferMade(Event):
+    """An order offered to one rider (that rider only), open until `expires_at`."""
+
+    type: ClassVar[str] = "offer"
+    offer_id: str
+    expires_at: datetime
+    pickup: Point
+    dropoff: Point
+
+    def data(self) -> dict[str, Any]:
+        return {"offer_id": self.offer_id, "order_id": self.order_id, **super().data()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchWaiting(Event):
+    """No rider could be found near the order's pickup: operations are told once."""
+
+    type: ClassVar[str] = "dispatch_waiting"
+    zone: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refunded(Event):
+    """The provider gave money back for the order."""
+
+    type: ClassVar[str] = "refunded"
+    refund_no: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MenuChanged:
+    """A menu item was created or changed; told to the terminals viewing the merchant.
+
+    Not an order's event: its version is the menu's, and no order id goes with it."""
+
+    type: ClassVar[str] = "menu_changed"
+    merchant_id: str
+    menu_version: int
+    item: dict[str, Any]
+    at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cursor": None,
+            "type": self.type,
+            "order_id": None,
+            "version": self.menu_version,
+            "at": self.at.isoformat(),
+            "data": {
+                "merchant_id": self.merchant_id,
+                "menu_version": self.menu_version,
+                "item": self.item,
+            },
+        }

@@ -12,6 +12,8 @@ from domain.geo import DeliveryRange, Point, delivery_range_from, distance_m
 from domain.pricing import Amounts, Coupon, DeliveryTariff, Line, quote
 
 AcceptMode = Literal["manual", "auto"]
+# A merchant that says nothing else needs this long to prepare an order.
+DEFAULT_PREP_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Merchant:
     name: str
     location: Point
     delivery: DeliveryRange
-    prep_minutes: int = 15
+    prep_minutes: int = DEFAULT_PREP_MINUTES
     accept_mode: AcceptMode = "manual"
     split_plan: Mapping[str, Any] = field(default_factory=dict)
     open: bool = True
@@ -65,7 +67,7 @@ class Merchant:
             name=d["name"],
             location=Point(d["lat"], d["lng"]),
             delivery=delivery_range_from(d["delivery"]),
-            prep_minutes=d.get("prep_minutes", 15),
+            prep_minutes=d.get("prep_minutes", DEFAULT_PREP_MINUTES),
             accept_mode=d.get("accept_mode", "manual"),
             split_plan=d.get("split_plan") or {},
             open=d.get("open", True),
@@ -116,3 +118,27 @@ def price_order(
         lines.append(Line(item.id, item.name, qty, item.price_fen))
     amounts = quote(lines, distance_m(merchant.location, dropoff), tariff, coupon, at)
     return tuple(lines), amounts
+
+
+def confirm_total(
+    amounts: Amounts,
+    expected_total_fen: int | None,
+    seen_menu_version: int | None,
+    menu_version: int,
+) -> None:
+    """Refuse an order whose total is not what the customer saw.
+
+    A customer who names the total it expects gets exactly that or `price_changed`; one
+    who ordered from an older menu must name it, since prices may have moved since.
+    """
+    stale_menu = seen_menu_version is not None and seen_menu_version != menu_version
+    if (expected_total_fen is not None and expected_total_fen != amounts.total_fen) or (
+        stale_menu and expected_total_fen is None
+    ):
+        raise DomainError(
+            "price_changed",
+            "the total differs from what the customer saw",
+            expected_total_fen=expected_total_fen,
+            total_fen=amounts.total_fen,
+            menu_version=menu_version,
+        )

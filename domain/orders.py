@@ -9,7 +9,7 @@ version by one, so a terminal can drop anything older than what it has.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -190,7 +190,7 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                 )
             ]
         case c.AcceptOrder():
-            if command.prep_minutes < 0 or command.prep_minutes > 240:
+            if command.prep_minutes is None or not 0 <= command.prep_minutes <= 240:
                 raise DomainError("invalid_request", "prep_minutes must be within 0..240")
             _require(order, "accept", OrderStatus.PAID)
             return [
@@ -293,6 +293,24 @@ def evolve(order: Order, event: e.Event) -> Order:
     label = changes["status"].value if "status" in changes else event.type
     changes["timeline"] = (*stamp, TimelineEntry(label, event.at))
     return replace(order, **changes)
+
+
+def ready_at(order: Order) -> datetime | None:
+    """When the food should be ready: acceptance plus the promised preparation time."""
+    accepted = next((t.at for t in order.timeline if t.status == OrderStatus.ACCEPTED), None)
+    if accepted is None or order.prep_minutes is None:
+        return None
+    return accepted + timedelta(minutes=order.prep_minutes)
+
+
+def visible_to(
+    role: str, who: str, *, customer_id: str, merchant_id: str, rider_id: str | None
+) -> bool:
+    """Whether a caller may read an order: its own customer, merchant or rider, or operations."""
+    if role == "admin":
+        return True
+    party = {"customer": customer_id, "merchant": merchant_id, "rider": rider_id}.get(role)
+    return party is not None and party == who
 
 
 def releases_stock(event: e.Event) -> bool:

@@ -20,11 +20,11 @@ from typing import Any
 
 import redis
 
-from actors.placement import Directory
-from cluster.settings import Settings
+from actors.directory import Directory
 from loadtests.bench import memory
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
 from loadtests.harness import fresh_platform
+from storage.settings import Settings
 
 
 async def host_stats(settings: Settings) -> list[dict[str, int]]:

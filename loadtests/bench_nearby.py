@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
-from actors.placement import Directory
-from cluster.settings import Settings
+from actors.directory import Directory
 from loadtests.frontdoor import run_wrk
 from loadtests.harness import fresh_platform, wrk_requests
 from serve_app.auth import issue
+from storage.settings import Settings
 
 CENTER = (30.2590, 120.1490)
 
@@ -61,8 +61,7 @@ async def onboard(settings: Settings, count: int) -> None:
     profiles = [merchant(i, rng) for i in range(count)]
     for start in range(0, count, 250):
         batch = profiles[start : start + 250]
-        hosts = [await directory.host("merchant", p["id"]) for p in batch]
-        await asyncio.gather(*(h.onboard.remote(p) for h, p in zip(hosts, batch, strict=True)))
+        await asyncio.gather(*(directory.merchant(p["id"]).onboard(p) for p in batch))
 
 
 def wrk_script(path: Path, token: str, points: int = 500) -> Path:

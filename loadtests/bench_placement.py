@@ -6,7 +6,7 @@ platform over 10 s in the middle, summed by what the process is.
 
     python -m loadtests.bench_placement [merchant_hosts=1 payment_hosts=1 ...]
 
-Each `name=value` is a setting (see cluster/settings.py), values read as JSON when
+Each `name=value` is a setting (see storage/settings.py), values read as JSON when
 they parse (`access_log=true`, `api_replicas=2`) and as text otherwise.
 """
 

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from loadtests.harness import cpu_seconds
 from storage.redis import connect
 from storage.server import EmbeddedRedis, free_port
+from storage.settings import Settings
 
 COMMANDS = 20_000
 AT_ONCE = 8
@@ -49,7 +50,10 @@ async def measure(client: Any, server: psutil.Process) -> dict[str, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="o2o-pool-") as tmp:
-        server = EmbeddedRedis(Path(tmp), free_port())
+        settings = Settings()
+        server = EmbeddedRedis(
+            Path(tmp), free_port(), settings.appendfsync, settings.redis_aof_rewrite_min_mb
+        )
         server.start()
         try:
             assert server.process is not None

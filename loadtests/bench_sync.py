@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from cluster.launcher import Platform, haproxy_maxconn, raise_open_files_limit
 from loadtests.harness import cpu_seconds, fresh_platform
 from serve_app.auth import issue
-from storage.orders import inbox_key
+from storage.inboxes import InboxStore
 from storage.redis import Scripts
 
 
@@ -122,7 +122,7 @@ async def open_terminals(
 
 async def drive(redis_url: str, terminals: list[Terminal], rate: float, seconds: float) -> int:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    scripts = Scripts(client)
+    inboxes = InboxStore(client, Scripts(client), 1000, 3600)
     rng = random.Random(5)
     sent = 0
     started = time.monotonic()
@@ -135,10 +135,7 @@ async def drive(redis_url: str, terminals: list[Terminal], rate: float, seconds:
             "at": "",
             "data": {"sent_at": time.time()},
         }
-        await scripts.append_event(
-            keys=[inbox_key("customer", target.customer_id)],
-            args=[1000, 3_600_000, orjson.dumps(payload)],
-        )
+        await inboxes.tell([("customer", target.customer_id)], payload)
         sent += 1
         delay = started + sent / rate - time.monotonic()
         if delay > 0:

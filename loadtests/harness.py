@@ -11,8 +11,8 @@ from typing import Any
 import psutil
 
 from cluster.launcher import Platform
-from cluster.settings import Settings
 from storage.server import free_port
+from storage.settings import Settings
 
 
 def cpu_seconds(proc: psutil.Process | None) -> float:

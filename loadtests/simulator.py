@@ -1464,8 +1464,8 @@ def simulate(
     try:
         if start:
             from cluster.launcher import Platform
-            from cluster.settings import Settings
             from storage.server import free_port
+            from storage.settings import Settings
 
             run_dir = Path(tempfile.mkdtemp(prefix="o2o-sim-"))
             settings = Settings(
@@ -1482,7 +1482,7 @@ def simulate(
                 platform.start()
             target = platform.url
         else:
-            from cluster.settings import get_settings
+            from storage.settings import get_settings
 
             target = url or get_settings().platform_url
         try:

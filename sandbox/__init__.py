@@ -3,6 +3,7 @@
 It speaks a WeChat Pay / Stripe style protocol (payment intents, a query API,
 idempotent refunds, daily statements and signed, retried webhooks), opens intents
 from checkout links the merchant signed (Alipay style), and keeps everything in
-memory. `sandbox.signing` is shared with the platform, which signs the links and
-verifies the webhooks with it.
+memory. Its only tie to the platform is `storage/provider.py`, the protocol both
+share: the platform signs the links and verifies the webhooks with it, and the fee
+the sandbox's statements charge is the one the platform books.
 """

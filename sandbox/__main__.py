@@ -8,7 +8,9 @@ import os
 
 from aiohttp import web
 
-from sandbox.app import make_app
+from sandbox.provider import MAX_FEE_BP
+from sandbox.routes import make_app
+from storage.provider import FEE_BP
 
 log = logging.getLogger("sandbox")
 
@@ -38,10 +40,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--public-url", default=None, help="base of pay_url (default: derived from host/port)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for drop decisions")
+    parser.add_argument(
+        "--fee-bp",
+        type=int,
+        default=FEE_BP,
+        help=f"fee on each payment in basis points (default: {FEE_BP}, the platform's)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.secret:
         parser.error("a signing secret is required: --secret or O2O_PAYMENT_SECRET")
+    if not 0 <= args.fee_bp <= MAX_FEE_BP:
+        parser.error(f"--fee-bp must be in [0, {MAX_FEE_BP}]")
     if args.public_url is None:
         args.public_url = default_public_url(args.host, args.port)
     return args
@@ -52,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    app = make_app(args.secret, args.public_url, seed=args.seed)
+    app = make_app(args.secret, args.public_url, seed=args.seed, fee_bp=args.fee_bp)
     log.info("sandbox listening on %s:%d, public url %s", args.host, args.port, args.public_url)
     # run_app turns SIGINT/SIGTERM into a graceful shutdown that runs the app's
     # cleanup (cancelling webhook retries) and then returns normally.

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain.merchants import DEFAULT_PREP_MINUTES
+
 Lat = Annotated[float, Field(ge=-90, le=90)]
 Lng = Annotated[float, Field(ge=-180, le=180)]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
@@ -38,7 +40,7 @@ class MerchantIn(Strict):
     lat: Lat
     lng: Lng
     delivery: DeliveryRangeIn
-    prep_minutes: Annotated[int, Field(ge=0, le=240)] = 15
+    prep_minutes: Annotated[int, Field(ge=0, le=240)] = DEFAULT_PREP_MINUTES
     accept_mode: Literal["manual", "auto"] = "manual"
     split_plan: dict[str, object] = Field(default_factory=dict)
 

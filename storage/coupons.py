@@ -24,34 +24,39 @@ def _coupon_from(d: dict[str, Any]) -> Coupon:
     )
 
 
-async def create(client: RedisClient, spec: dict[str, Any]) -> bool:
-    """Store a new coupon; False when the code exists (codes are never reused)."""
-    _coupon_from(spec)  # refuse a bad definition before anything is written
-    created = await client.hsetnx(keys.coupon(spec["code"]), "json", orjson.dumps(spec))
-    if created:
-        await client.hset(
-            keys.coupon(spec["code"]),
-            mapping={"remaining": spec["total"], "per_customer_limit": spec["per_customer_limit"]},
+class CouponStore:
+    def __init__(self, client: RedisClient, scripts: Scripts) -> None:
+        self.client = client
+        self.scripts = scripts
+
+    async def create(self, spec: dict[str, Any]) -> bool:
+        """Store a new coupon; False when the code exists (codes are never reused)."""
+        _coupon_from(spec)  # refuse a bad definition before anything is written
+        created = await self.client.hsetnx(keys.coupon(spec["code"]), "json", orjson.dumps(spec))
+        if created:
+            await self.client.hset(
+                keys.coupon(spec["code"]),
+                mapping={
+                    "remaining": spec["total"],
+                    "per_customer_limit": spec["per_customer_limit"],
+                },
+            )
+        return bool(created)
+
+    async def load(self, code: str) -> Coupon:
+        raw = await self.client.hget(keys.coupon(code), "json")
+        if raw is None:
+            raise DomainError("coupon_unavailable", "no such coupon", code=code)
+        return _coupon_from(orjson.loads(raw))
+
+    async def claim(self, code: str, customer_id: str) -> None:
+        outcome = await self.scripts.claim_coupon(
+            keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
         )
-    return bool(created)
+        if outcome != "ok":
+            raise DomainError("coupon_unavailable", f"coupon cannot be used: {outcome}", code=code)
 
-
-async def load(client: RedisClient, code: str) -> Coupon:
-    raw = await client.hget(keys.coupon(code), "json")
-    if raw is None:
-        raise DomainError("coupon_unavailable", "no such coupon", code=code)
-    return _coupon_from(orjson.loads(raw))
-
-
-async def claim(scripts: Scripts, code: str, customer_id: str) -> None:
-    outcome = await scripts.claim_coupon(
-        keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
-    )
-    if outcome != "ok":
-        raise DomainError("coupon_unavailable", f"coupon cannot be used: {outcome}", code=code)
-
-
-async def release(scripts: Scripts, code: str, customer_id: str) -> None:
-    await scripts.release_coupon(
-        keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
-    )
+    async def release(self, code: str, customer_id: str) -> None:
+        await self.scripts.release_coupon(
+            keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
+        )

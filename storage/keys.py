@@ -1,6 +1,13 @@
-"""Every Redis key the platform writes, in one place."""
+"""Every Redis key and Pub/Sub channel the platform uses, in one place.
+
+Only the stores of `storage/` build keys; nothing else names one.
+"""
 
 from __future__ import annotations
+
+from datetime import date
+
+# -- orders ------------------------------------------------------------------------
 
 
 def order(order_id: str) -> str:
@@ -9,6 +16,15 @@ def order(order_id: str) -> str:
 
 def orders_of(role: str, owner_id: str) -> str:
     return f"orders:{role}:{owner_id}"
+
+
+# One gate per order across all hosts, so a customer hears of its rider at most once
+# per interval, whichever zone the rider is in.
+def location_gate(order_id: str) -> str:
+    return f"gate:location:{order_id}"
+
+
+# -- merchants ---------------------------------------------------------------------
 
 
 def merchant(merchant_id: str) -> str:
@@ -23,6 +39,11 @@ def stock(merchant_id: str) -> str:
     return f"stock:{merchant_id}"
 
 
+def merchant_volume(merchant_id: str) -> str:
+    """Captured fen per month (`YYYYMM` fields): what tiered split plans are chosen by."""
+    return f"merchant:{merchant_id}:volume"
+
+
 MERCHANT_GEO = "geo:merchants"
 MERCHANT_IDS = "merchants"
 MERCHANT_MAX_REACH = "merchants:max_reach_m"
@@ -30,15 +51,12 @@ MERCHANT_MAX_REACH = "merchants:max_reach_m"
 MERCHANTS_VERSION = "merchants:version"
 
 
-def inbox(role: str, owner_id: str) -> str:
-    return f"inbox:{role}:{owner_id}"
+def menu_channel(merchant_id: str) -> str:
+    """Where menu changes are announced to the terminals viewing a merchant."""
+    return f"notify:menu:{merchant_id}"
 
 
-OPS_INBOX = "inbox:ops:all"
-
-
-def idempotency(scope: str, key: str) -> str:
-    return f"idem:{scope}:{key}"
+# -- riders, zones, offers and dispatch --------------------------------------------
 
 
 def rider(rider_id: str) -> str:
@@ -63,6 +81,11 @@ def offer(offer_id: str) -> str:
     return f"offer:{offer_id}"
 
 
+def offer_tried(order_id: str) -> str:
+    """The riders an order was offered to, who are not asked again before a retry round."""
+    return f"dispatch:{order_id}:tried"
+
+
 def dispatch_waiting(zone: str) -> str:
     return f"dispatch:waiting:{zone}"
 
@@ -70,6 +93,8 @@ def dispatch_waiting(zone: str) -> str:
 # The zones with orders waiting for a rider, so that the retry round and the dashboard
 # find them without scanning the keyspace (which grows with every order kept).
 WAITING_ZONES = "dispatch:zones_waiting"
+
+# -- payments and the ledger -------------------------------------------------------
 
 
 def payment(order_id: str) -> str:
@@ -79,6 +104,31 @@ def payment(order_id: str) -> str:
 # Orders awaiting payment, scored by when the provider is next asked about each.
 PAYMENTS_DUE = "payments:pending"
 
+LEDGER_BALANCES = "ledger:balances"
+LEDGER_JOURNAL = "ledger:journal"
+
+
+def ledger_txn(txn_id: str) -> str:
+    return f"ledger:txn:{txn_id}"
+
+
+def ledger_of_order(order_id: str) -> str:
+    return f"ledger:order:{order_id}"
+
+
+def ledger_of_day(day: date) -> str:
+    return f"ledger:day:{day.isoformat()}"
+
+
+def ledger_of_merchant_day(merchant_id: str, day: date) -> str:
+    return f"ledger:merchant:{merchant_id}:{day.isoformat()}"
+
+
+# Named by a transaction that books no payment record.
+NO_RECORD = "ledger:no-record"
+
+# -- coupons -----------------------------------------------------------------------
+
 
 def coupon(code: str) -> str:
     return f"coupon:{code}"
@@ -86,3 +136,39 @@ def coupon(code: str) -> str:
 
 def coupon_claims(code: str) -> str:
     return f"coupon:{code}:claims"
+
+
+# -- terminals ---------------------------------------------------------------------
+
+
+def inbox(role: str, owner_id: str) -> str:
+    """A terminal's event stream; operations share one."""
+    return OPS_INBOX if role == "ops" else f"inbox:{role}:{owner_id}"
+
+
+OPS_INBOX = "inbox:ops:all"
+
+
+def notify_channel(inbox_key: str) -> str:
+    """Where each event appended to an inbox is announced, for the replicas' readers."""
+    return f"notify:{inbox_key}"
+
+
+def idempotency(scope: str, key: str) -> str:
+    return f"idem:{scope}:{key}"
+
+
+# -- operations' figures -----------------------------------------------------------
+
+
+def metrics_minute(minute: int) -> str:
+    return f"metrics:m:{minute}"
+
+
+def metrics_zones(minute: int) -> str:
+    return f"metrics:zones:{minute}"
+
+
+METRICS_CUSTOMER_ORDERS = "metrics:customer_orders"
+METRICS_CUSTOMERS = "metrics:customers"
+METRICS_REPEAT_CUSTOMERS = "metrics:repeat_customers"

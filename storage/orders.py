@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,9 +15,17 @@ from domain.orders import Order, audience, releases_stock
 from storage import keys
 from storage.redis import RedisClient, Scripts
 
+RunScript = Callable[[AsyncScript, list[Any], list[Any]], Awaitable[Any]]
 
-def inbox_key(role: str, owner_id: str) -> str:
-    return keys.OPS_INBOX if role == "ops" else keys.inbox(role, owner_id)
+
+@dataclass(frozen=True)
+class OrderRead:
+    """An order as stored (`Order.as_dict()`), with what its view adds beside it."""
+
+    order: dict[str, Any]
+    eta: dict[str, Any] | None
+    payment: dict[str, Any] | None
+    rider_position: tuple[float, float] | None
 
 
 class OrderStore:
@@ -27,7 +36,7 @@ class OrderStore:
         inbox_maxlen: int,
         retention_s: int,
         payment_check_after_s: float,
-        run_script: Callable[[AsyncScript, list[Any], list[Any]], Awaitable[Any]] | None = None,
+        run_script: RunScript | None = None,
     ) -> None:
         """`run_script(script, keys, args)` runs the commit script; by default on its own
         round trip (a host passes one that pipelines concurrent commits)."""
@@ -41,6 +50,22 @@ class OrderStore:
     async def load(self, order_id: str) -> Order | None:
         raw = await self.client.hget(keys.order(order_id), "json")
         return Order.from_dict(orjson.loads(raw)) if raw else None
+
+    async def load_raw(self, order_id: str) -> dict[str, Any] | None:
+        """The stored form of an order, for code that reads a few fields of it."""
+        raw = await self.client.hget(keys.order(order_id), "json")
+        return orjson.loads(raw) if raw else None
+
+    async def merchant_of(self, order_id: str) -> str | None:
+        merchant_id: str | None = await self.client.hget(keys.order(order_id), "merchant_id")
+        return merchant_id
+
+    async def status(self, order_id: str) -> str | None:
+        status: str | None = await self.client.hget(keys.order(order_id), "status")
+        return status
+
+    async def version(self, order_id: str) -> int:
+        return int(await self.client.hget(keys.order(order_id), "version") or 0)
 
     async def commit(self, before: Order | None, after: Order, event: e.Event) -> None:
         """Write the new order, move stock, index it and publish the event in one script."""
@@ -67,7 +92,7 @@ class OrderStore:
             ]
         elif isinstance(event, e.RiderAssigned):
             indexes = [(keys.orders_of("rider", event.rider_id), placed_ms)]
-        inboxes = [inbox_key(role, who) for role, who in audience(after, event)]
+        inboxes = [keys.inbox(role, who) for role, who in audience(after, event)]
         result = await self.run_script(
             self.scripts.apply_order,
             [
@@ -93,6 +118,7 @@ class OrderStore:
                 self.inbox_maxlen,
                 self.retention_ms,
                 orjson.dumps(event.as_dict()),
+                keys.notify_channel(""),
             ],
         )
         if result[0] == "ok":
@@ -103,24 +129,65 @@ class OrderStore:
             )
         raise DomainError("stale_version", "the order changed underneath", version=int(result[1]))
 
+    async def read(self, order_id: str) -> OrderRead | None:
+        """The order, its eta and its payment in one round trip; a second only for the
+        position of the rider who carries it."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.order(order_id), "json", "eta")
+            pipe.get(keys.payment(order_id))
+            (raw, raw_eta), raw_payment = await pipe.execute()
+        if raw is None:
+            return None
+        order = orjson.loads(raw)
+        rider_id = order.get("rider_id")
+        position = None
+        if rider_id:
+            position = _position(await self.client.hmget(keys.rider(rider_id), "lat", "lng"))
+        return OrderRead(order, _json(raw_eta), _json(raw_payment), position)
+
+    async def read_beside(self, order: dict[str, Any]) -> OrderRead:
+        """What a view adds to an order already in hand, in one round trip."""
+        rider_id = order.get("rider_id")
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.order(order["id"]), "eta")
+            pipe.get(keys.payment(order["id"]))
+            if rider_id:
+                pipe.hmget(keys.rider(rider_id), "lat", "lng")
+            raw_eta, raw_payment, *position = await pipe.execute()
+        return OrderRead(
+            order, _json(raw_eta), _json(raw_payment), _position(position[0]) if position else None
+        )
+
+    async def ids_of(self, role: str, owner_id: str, start: int, count: int) -> list[str]:
+        """An owner's order ids, newest first."""
+        ids: list[str] = await self.client.zrevrange(
+            keys.orders_of(role, owner_id), start, start + count - 1
+        )
+        return ids
+
+    async def many(self, order_ids: list[str]) -> list[dict[str, Any]]:
+        """The stored forms of these orders (those that exist), in one round trip."""
+        if not order_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for order_id in order_ids:
+                pipe.hget(keys.order(order_id), "json")
+            raws = await pipe.execute()
+        return [orjson.loads(r) for r in raws if r]
+
+    async def set_eta(self, order_id: str, eta: dict[str, str]) -> None:
+        await self.client.hset(keys.order(order_id), "eta", orjson.dumps(eta))
+
+
+def _json(raw: str | None) -> Any:
+    return orjson.loads(raw) if raw else None
+
+
+def _position(pair: list[str | None] | None) -> tuple[float, float] | None:
+    if not pair or pair[0] is None or pair[1] is None:
+        return None
+    return float(pair[0]), float(pair[1])
+
 
 async def _run_alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
     return await script(keys=keys, args=args)
-
-
-def notify_channel(inbox: str) -> str:
-    return f"notify:{inbox}"
-
-
-async def queue_event(
-    pipe: Any,
-    scripts: Scripts,
-    inboxes: list[str],
-    payload: dict[str, Any],
-    maxlen: int,
-    retention_s: int,
-) -> None:
-    """Add an event to a MULTI pipeline, so it commits together with the state it reports."""
-    await scripts.append_event(
-        keys=inboxes, args=[maxlen, retention_s * 1000, orjson.dumps(payload)], client=pipe
-    )

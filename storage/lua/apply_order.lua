@@ -1,10 +1,10 @@
 -- One order change, its stock movement, its indexes and its events: all or nothing.
 -- KEYS: order, stock, <n_idx index zsets>, <inbox streams>
 -- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
---       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, maxlen, retention_ms, event_json
+--       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, maxlen, retention_ms, event_json,
+--       channel prefix
 -- The index zsets hold the order id as member, each with its own score.
--- Each event is appended to its inbox stream (trimmed by length and by age) and announced
--- on `notify:<inbox>` as "<stream id> <event json>" for the replicas' fan-in readers.
+-- include: append_to_inboxes
 local order_key, stock_key = KEYS[1], KEYS[2]
 local current = tonumber(redis.call('HGET', order_key, 'version') or '0')
 if current ~= tonumber(ARGV[1]) then
@@ -36,12 +36,5 @@ for k = 1, n_idx do
   redis.call('ZADD', KEYS[2 + k], ARGV[i + 1 + k], member)
 end
 i = i + 2 + n_idx
-local maxlen, retention_ms, event = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-local now = redis.call('TIME')
-local min_id = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - retention_ms)
-for k = 3 + n_idx, #KEYS do
-  local id = redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'e', event)
-  redis.call('XTRIM', KEYS[k], 'MINID', '~', min_id)
-  redis.call('PUBLISH', 'notify:' .. KEYS[k], id .. ' ' .. event)
-end
+append_to_inboxes(3 + n_idx, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
 return {'ok'}

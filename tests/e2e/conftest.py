@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from cluster.launcher import Platform
-from cluster.settings import Settings
 from storage.server import EmbeddedRedis, free_port
+from storage.settings import Settings
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import ray
 
-from actors.placement import NAMESPACE, host_count, host_index, host_name
+from actors.directory import NAMESPACE, host_count, host_index, host_name
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import make_world, pay, status_of

@@ -15,7 +15,7 @@ import redis
 
 from cluster.launcher import Platform
 from domain.ledger import Transaction, check_invariants, party_payable, provider_clearing
-from sandbox.signing import sign
+from storage.provider import sign
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import delivered_order, events_of, make_world, paid_order, pay, status_of
 

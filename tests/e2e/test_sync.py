@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from cluster.launcher import Platform
-from storage.orders import inbox_key
+from storage import keys
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import (
     delivered_order,
@@ -250,7 +250,7 @@ def test_a_cursor_older_than_the_retained_events_gets_a_resync(
     pay(order)
     eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
     # Age-based trimming of this terminal's stream, as if it had been away for days.
-    inbox = inbox_key("customer", world.customer_id)
+    inbox = keys.inbox("customer", world.customer_id)
     store.xtrim(inbox, maxlen=0)
     answer = world.customer.get("/v1/sync/events", params={"cursor": old_cursor}).json()
     (resync,) = answer["events"]

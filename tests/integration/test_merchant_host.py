@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from actors.merchant import MerchantHost
-from cluster.settings import Settings
 from domain import commands as c
 from domain.errors import DomainError
 from storage import keys
 from storage.redis import connect
 from storage.server import EmbeddedRedis
+from storage.settings import Settings
 
 MERCHANT = "m_kept"
 AS_MERCHANT = ("merchant", MERCHANT)
@@ -30,7 +30,10 @@ async def hosts(
     redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[MerchantHost, MerchantHost]]:
     # Follow-ups call other hosts through Ray; this test is about one host's memory.
-    monkeypatch.setattr(MerchantHost, "_follow_up", lambda self, order, event: None)
+    async def no_follow_up(self: MerchantHost, merchant_id: str, intent: object) -> None:
+        return None
+
+    monkeypatch.setattr(MerchantHost, "_follow_up", no_follow_up)
     settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/2")
     client = connect(settings.effective_redis_url)
     await client.flushdb()

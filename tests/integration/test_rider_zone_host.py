@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from actors import rider_zone
 from actors.rider_zone import RiderZoneHost
-from cluster.settings import Settings
+from domain.dispatch import Dispatch
 from domain.geo import Point, zone_of
 from storage import keys
 from storage.redis import connect
 from storage.server import EmbeddedRedis
+from storage.settings import Settings
 
 KITCHEN = Point(30.25, 120.15)
 
@@ -33,15 +33,14 @@ async def host(redis_server: EmbeddedRedis) -> AsyncIterator[RiderZoneHost]:
     await zones.redis.aclose()
 
 
-def request(order_id: str) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "merchant_id": "m_wait",
-        "version": 3,
-        "ready_at": None,
-        "pickup": {"lat": KITCHEN.lat, "lng": KITCHEN.lng},
-        "dropoff": {"lat": KITCHEN.lat + 0.005, "lng": KITCHEN.lng},
-    }
+def request(order_id: str) -> Dispatch:
+    return Dispatch(
+        order_id=order_id,
+        merchant_id="m_wait",
+        pickup=KITCHEN,
+        dropoff=Point(KITCHEN.lat + 0.005, KITCHEN.lng),
+        version=3,
+    )
 
 
 async def settled(zones: RiderZoneHost) -> None:

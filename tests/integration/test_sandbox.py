@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sandbox import signing  # noqa: E402
-from sandbox.app import PROVIDER_KEY, Provider, make_app  # noqa: E402
+from sandbox.provider import Provider  # noqa: E402
+from sandbox.routes import PROVIDER_KEY, make_app  # noqa: E402
+from storage import provider as signing  # noqa: E402
 
 SECRET = "test-secret"
 WAIT_S = 5.0
@@ -287,7 +288,7 @@ def checkout_link(
     expires_in_s: int = 900,
     tamper: dict[str, str] | None = None,
 ) -> str:
-    """A pay link signed the way the platform signs them (`actors/checkout.py`)."""
+    """A pay link signed the way the platform signs them (`storage.provider.Checkout`)."""
     params = {
         "intent_id": f"pi_{out_trade_no}",
         "out_trade_no": out_trade_no,

@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from cluster.settings import Settings
 from domain import commands as c
 from domain.errors import DomainError
 from domain.geo import Point
 from domain.orders import decide, evolve, place
 from domain.pricing import Amounts, Line
-from storage import coupons, keys
+from storage import keys
+from storage.coupons import CouponStore
 from storage.orders import OrderStore
 from storage.redis import RedisClient, Scripts, connect
-from storage.server import AOF_REWRITE_MIN_MB, EmbeddedRedis
+from storage.server import EmbeddedRedis
+from storage.settings import Settings
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ async def test_the_log_is_not_rewritten_before_it_reaches_the_settings_floor(
     client: RedisClient,
 ) -> None:
     floor = Settings().redis_aof_rewrite_min_mb
-    assert floor == AOF_REWRITE_MIN_MB
+    assert floor == 1024
     answer = await client.config_get("auto-aof-rewrite-min-size")
     assert int(answer["auto-aof-rewrite-min-size"]) == floor * 2**20
 
@@ -111,9 +112,8 @@ async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> N
 
 
 async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClient) -> None:
-    scripts = Scripts(client)
+    coupons = CouponStore(client, Scripts(client))
     created = await coupons.create(
-        client,
         {
             "code": "POOL",
             "discount_fen": 100,
@@ -128,7 +128,7 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
 
     async def claim(customer: str) -> bool:
         try:
-            await coupons.claim(scripts, "POOL", customer)
+            await coupons.claim("POOL", customer)
         except DomainError:
             return False
         return True
@@ -139,7 +139,7 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
     assert await client.hget(keys.coupon("POOL"), "remaining") == "0"
     claims = await client.hgetall(keys.coupon_claims("POOL"))
     assert sorted(set(claims.values())) == ["1"]
-    await coupons.release(scripts, "POOL", next(iter(claims)))
+    await coupons.release("POOL", next(iter(claims)))
     assert await client.hget(keys.coupon("POOL"), "remaining") == "1"
 
 
@@ -147,14 +147,18 @@ async def test_inboxes_are_trimmed_by_length_and_by_age(client: RedisClient) -> 
     scripts = Scripts(client)
     body = orjson.dumps({"type": "order_paid"})
     for _ in range(600):
-        await scripts.append_event(keys=["inbox:customer:long"], args=[200, 3_600_000, body])
+        await scripts.append_event(
+            keys=["inbox:customer:long"], args=[200, 3_600_000, body, "notify:"]
+        )
     # Approximate trimming drops whole stream nodes, never below the bound.
     assert 200 <= await client.xlen("inbox:customer:long") <= 300
 
     for _ in range(350):
-        await scripts.append_event(keys=["inbox:customer:old"], args=[10_000, 3_600_000, body])
+        await scripts.append_event(
+            keys=["inbox:customer:old"], args=[10_000, 3_600_000, body, "notify:"]
+        )
     await asyncio.sleep(0.05)
-    await scripts.append_event(keys=["inbox:customer:old"], args=[10_000, 20, body])
+    await scripts.append_event(keys=["inbox:customer:old"], args=[10_000, 20, body, "notify:"])
     remaining = await client.xlen("inbox:customer:old")
     assert remaining <= 100, "entries older than the retention stayed"
     assert remaining >= 1
@@ -167,7 +171,8 @@ async def test_every_appended_event_is_announced_with_its_stream_id(
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe("notify:inbox:rider:r9")
     await scripts.append_event(
-        keys=["inbox:rider:r9"], args=[100, 3_600_000, orjson.dumps({"type": "offer"})]
+        keys=["inbox:rider:r9"],
+        args=[100, 3_600_000, orjson.dumps({"type": "offer"}), "notify:"],
     )
     message = None
     for _ in range(50):
@@ -185,7 +190,7 @@ async def test_every_appended_event_is_announced_with_its_stream_id(
 async def test_concurrent_commits_share_a_pipeline_and_each_keeps_its_own_answer(
     client: RedisClient,
 ) -> None:
-    from actors.host import ScriptPipeline
+    from storage.redis import ScriptPipeline
 
     pipeline = ScriptPipeline(client)
     sent: list[int] = []
@@ -220,30 +225,31 @@ async def test_concurrent_commits_share_a_pipeline_and_each_keeps_its_own_answer
 
 
 async def test_pipelined_scripts_the_server_forgot_are_loaded_and_run(client: RedisClient) -> None:
-    from actors.host import ScriptPipeline
+    from storage.redis import ScriptPipeline
 
     scripts = Scripts(client)
     await client.script_flush()
-    calls = [(scripts.append_event, ["inbox:ops:all"], [100, 3_600_000, b"{}"])] * 2
+    calls = [(scripts.append_event, ["inbox:ops:all"], [100, 3_600_000, b"{}", "notify:"])] * 2
     assert await ScriptPipeline(client)._send(calls) == [1, 1]  # type: ignore[arg-type]
     assert await client.xlen("inbox:ops:all") == 2
 
 
 async def test_new_orders_are_counted_per_minute_zone_and_customer(client: RedisClient) -> None:
-    from storage import metrics
+    from storage.metrics import MetricsStore
 
+    metrics = MetricsStore(client)
     at = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC)
     # Customer a's first three orders arrive in one batch, b's first with them.
     batch = [(at, "z1", "a"), (at, "z1", "a"), (at, "z2", "b"), (at, "z1", "a")]
-    await metrics.orders_placed(client, batch)
-    await metrics.orders_placed(client, [(at, "z2", "b"), (at, "z2", "c")])
-    totals, zones = await metrics.window(client, at, 1)
+    await metrics.orders_placed(batch)
+    await metrics.orders_placed([(at, "z2", "b"), (at, "z2", "c")])
+    totals, zones = await metrics.window(at, 1)
     assert totals["orders"] == 6
     assert zones == {"z1": 3, "z2": 3}
     # Three customers ordered; a and b came back for a second order.
     assert await client.get("metrics:customers") == "3"
     assert await client.get("metrics:repeat_customers") == "2"
-    summary = await metrics.summary(client, at, 1)
+    summary = await metrics.summary(at, 1)
     assert summary["repeat_purchase_rate"] == round(2 / 3, 3)
 
 
@@ -282,14 +288,13 @@ async def test_a_capture_raises_the_merchant_volume_once_with_its_posting(
     client: RedisClient,
 ) -> None:
     from domain import ledger
-    from storage.ledger import BALANCES, LedgerStore, merchant_volume
+    from storage.ledger import LedgerStore
 
     store = LedgerStore(client, Scripts(client))
     txn = ledger.capture("o1", "c1", 2_500, datetime(2026, 11, 29, 12, tzinfo=UTC))
-    counters = [(merchant_volume("m1"), "202611", 2_500)]
-    assert await store.post(txn, "m1", counters=counters) is True
+    assert await store.post(txn, "m1", volume_fen=2_500) is True
     # A retry of the same capture (a repeated notification, a poll) changes nothing.
-    assert await store.post(txn, "m1", counters=counters) is False
-    assert await client.hget(merchant_volume("m1"), "202611") == "2500"
-    assert sum(int(v) for v in (await client.hgetall(BALANCES)).values()) == 0
+    assert await store.post(txn, "m1", volume_fen=2_500) is False
+    assert await client.hget(keys.merchant_volume("m1"), "202611") == "2500"
+    assert sum(int(v) for v in (await client.hgetall(keys.LEDGER_BALANCES)).values()) == 0
     assert len(await store.of_order("o1")) == 1

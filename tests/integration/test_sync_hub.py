@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from serve_app.sync import RESYNC, Hub, Listener
+from storage.inboxes import RESYNC, Hub, Listener
 from storage.server import EmbeddedRedis
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from actors.batching import Batcher
+from storage.batching import Batcher
 
 
 async def test_idle_calls_go_at_once_and_busy_ones_are_gathered() -> None:

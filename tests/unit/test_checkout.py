@@ -7,11 +7,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from actors.checkout import checkout, checkout_of
-from cluster.settings import Settings
-from sandbox.signing import SignatureError, verify_checkout
+from storage.provider import Checkout, SignatureError, verify_checkout
+from storage.settings import Settings
 
 SETTINGS = Settings(payment_secret="s3cret", sandbox_port=8100, payment_timeout_s=900)
+CHECKOUT = Checkout("s3cret", SETTINGS.sandbox_url, SETTINGS.notify_url, 900)
+checkout = CHECKOUT.link
 
 
 def link_params(pay_url: str) -> dict[str, str]:
@@ -20,7 +21,7 @@ def link_params(pay_url: str) -> dict[str, str]:
 
 
 def test_the_link_carries_the_order_and_verifies_with_the_shared_secret() -> None:
-    link = checkout(SETTINGS, "o_abc", 2345, placed_at=1_700_000_000.7)
+    link = checkout("o_abc", 2345, placed_at=1_700_000_000.7)
     assert link["intent_id"] == "pi_o_abc"
     assert link["pay_url"].startswith(f"{SETTINGS.sandbox_url}/pay/pi_o_abc?")
     params = link_params(link["pay_url"])
@@ -32,9 +33,7 @@ def test_the_link_carries_the_order_and_verifies_with_the_shared_secret() -> Non
 
 
 def test_the_same_order_always_gets_the_same_link() -> None:
-    assert checkout(SETTINGS, "o_abc", 2345, 1_700_000_000.0) == checkout(
-        SETTINGS, "o_abc", 2345, 1_700_000_000.0
-    )
+    assert checkout("o_abc", 2345, 1_700_000_000.0) == checkout("o_abc", 2345, 1_700_000_000.0)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +41,7 @@ def test_the_same_order_always_gets_the_same_link() -> None:
     [{"amount_fen": "1"}, {"out_trade_no": "o_other"}, {"expires_at": "9999999999"}],
 )
 def test_a_changed_field_breaks_the_signature(change: dict[str, str]) -> None:
-    params = link_params(checkout(SETTINGS, "o_abc", 2345, 1_700_000_000.0)["pay_url"])
+    params = link_params(checkout("o_abc", 2345, 1_700_000_000.0)["pay_url"])
     with pytest.raises(SignatureError):
         verify_checkout("s3cret", params | change)
     with pytest.raises(SignatureError):
@@ -52,4 +51,4 @@ def test_a_changed_field_breaks_the_signature(change: dict[str, str]) -> None:
 def test_a_stored_order_gets_the_link_it_was_placed_with() -> None:
     placed = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC)
     stored = {"id": "o_abc", "amounts": {"total_fen": 2345}, "placed_at": placed.isoformat()}
-    assert checkout_of(SETTINGS, stored) == checkout(SETTINGS, "o_abc", 2345, placed.timestamp())
+    assert CHECKOUT.link_of(stored) == checkout("o_abc", 2345, placed.timestamp())

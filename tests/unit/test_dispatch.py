@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.dispatch import STALE_AFTER, Offer, RiderPosition, offer_expired, rank_riders
+from domain.dispatch import STALE_AFTER, RiderPosition, rank_riders
 from domain.geo import Point
 
 NOW = datetime(2025, 3, 1, 11, 30, tzinfo=UTC)
@@ -73,31 +73,3 @@ def test_riders_may_come_from_any_iterable() -> None:
 def test_ranking_keeps_the_positions_as_given() -> None:
     position = rider("r-1", 10)
     assert rank_riders(PICKUP, [position], NOW) == [position]
-
-
-OFFER = Offer(
-    offer_id="of-1",
-    order_id="o-1",
-    rider_id="r-1",
-    zone="8731aa428ffffff",
-    pickup=PICKUP,
-    dropoff=north(1500),
-    expires_at=NOW + timedelta(seconds=30),
-)
-
-
-def test_offer_expires_at_its_deadline() -> None:
-    assert not offer_expired(OFFER, NOW)
-    assert not offer_expired(OFFER, OFFER.expires_at - timedelta(microseconds=1))
-    assert offer_expired(OFFER, OFFER.expires_at)
-    assert offer_expired(OFFER, OFFER.expires_at + timedelta(seconds=1))
-
-
-def test_offer_wire_form() -> None:
-    d = OFFER.as_dict()
-    assert d["offer_id"] == "of-1"
-    assert d["order_id"] == "o-1"
-    assert d["rider_id"] == "r-1"
-    assert d["expires_at"] == (NOW + timedelta(seconds=30)).isoformat()
-    assert d["pickup"] == {"lat": PICKUP.lat, "lng": PICKUP.lng}
-    assert d["dropoff"] == {"lat": OFFER.dropoff.lat, "lng": OFFER.dropoff.lng}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from actors.host import EntityHost
-from cluster.settings import Settings
+from storage.settings import Settings
 
 
 def host() -> EntityHost:
@@ -47,10 +48,33 @@ async def test_idle_entities_are_dropped_from_the_caches() -> None:
     assert states == {}
 
 
+@dataclass(frozen=True)
+class EchoIt:
+    entity: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Boom:
+    pass
+
+
+@dataclass(frozen=True)
+class NotForEcho:
+    pass
+
+
 class Echo(EntityHost):
-    BATCHED = frozenset({"echo", "boom"})
     inside: ClassVar[list[str]] = []
     overlaps: ClassVar[list[tuple[str, ...]]] = []
+
+    async def receive(self, message: Any) -> Any:
+        match message:
+            case EchoIt():
+                return await self.echo(message.entity, message.value)
+            case Boom():
+                raise RuntimeError("broken")
+        return await super().receive(message)
 
     async def echo(self, entity: str, value: int) -> tuple[str, int]:
         async with self.lock(entity):
@@ -60,17 +84,11 @@ class Echo(EntityHost):
             self.inside.remove(entity)
             return entity, value
 
-    async def boom(self) -> None:
-        raise RuntimeError("broken")
 
-    async def secret(self) -> str:
-        return "not for batches"
-
-
-async def test_batched_calls_run_together_and_fail_alone() -> None:
+async def test_batched_messages_run_together_and_fail_alone() -> None:
     h = Echo(Settings(redis_url="redis://127.0.0.1:1/0"))
-    replies = await h.calls(
-        [("echo", ("a", 1)), ("echo", ("b", 2)), ("boom", ()), ("secret", ()), ("echo", ("a", 3))]
+    replies = await h.handle(
+        [EchoIt("a", 1), EchoIt("b", 2), Boom(), NotForEcho(), EchoIt("a", 3)]  # type: ignore[list-item]
     )
     # Different entities ran side by side; the same entity waited its turn.
     assert ("a", "b") in Echo.overlaps

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.placement import host_count, host_index, host_name
-from cluster.settings import Settings
+from actors.directory import host_count, host_index, host_name
+from storage.settings import Settings
 
 IDS = [f"m-{i}" for i in range(10_000)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def test_every_process_agrees_on_the_host() -> None:
     # Serve replicas and host actors are separate processes: a salted hash would
     # send the same merchant to different hosts.
     script = (
-        "from actors.placement import host_index\n"
+        "from actors.directory import host_index\n"
         "print(','.join(str(host_index(f'm-{i}', 7)) for i in range(300)))\n"
     )
     here = ",".join(str(host_index(f"m-{i}", 7)) for i in range(300))

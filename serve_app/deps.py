@@ -1,0 +1,43 @@
+"""FastAPI dependencies: the replica's services, and the caller, checked before the body.
+
+A route names the party it serves (`Depends(customer)`), so a missing or bad token is
+refused before anything of the request is looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+
+from serve_app import auth
+from serve_app.auth import Caller
+from serve_app.services import Services, current
+
+# Every dependency is a coroutine: FastAPI runs a plain function in a thread pool, a
+# hop between threads on every request.
+
+
+async def services() -> Services:
+    """The replica's services (for HTTP requests and WebSockets alike)."""
+    return current()
+
+
+async def caller(request: Request, app: Services = Depends(services)) -> Caller:
+    return auth.decode(app.settings.jwt_secret, auth.bearer(request.headers.get("authorization")))
+
+
+def _role(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
+    async def check(who: Caller = Depends(caller)) -> Caller:
+        who.require(*roles)
+        return who
+
+    return check
+
+
+customer = _role("customer")
+merchant = _role("merchant")
+rider = _role("rider")
+admin = _role("admin")
+customer_or_admin = _role("customer", "admin")
+merchant_or_admin = _role("merchant", "admin")

@@ -1,0 +1,79 @@
+"""Merchants: onboarding, finding them near a point, their menus."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from domain.errors import forbidden, invalid
+from serve_app.auth import Caller
+from serve_app.deps import admin, caller, merchant_or_admin, services
+from serve_app.schemas import MenuItemIn, MerchantIn
+from serve_app.services import Services, as_json, unwrap
+
+router = APIRouter()
+
+
+@router.post("/v1/merchants", status_code=201)
+async def onboard(
+    body: MerchantIn,
+    request: Request,
+    who: Caller = Depends(admin),
+    app: Services = Depends(services),
+) -> Response:
+    profile = body.model_dump(exclude_none=True)
+    profile["delivery"] = body.delivery.model_dump(exclude_none=True)
+    profile["id"] = body.id or f"m_{uuid.uuid4().hex[:12]}"
+
+    async def run() -> Response:
+        return as_json(unwrap(await app.directory.merchant(profile["id"]).onboard(profile)), 201)
+
+    return await app.idempotent(request, who, run)
+
+
+@router.get("/v1/merchants/nearby")
+async def nearby(
+    lat: float = Query(ge=-90, le=90),
+    lng: float = Query(ge=-180, le=180),
+    radius_m: int = Query(10_000, gt=0, le=50_000),
+    limit: int = Query(50, gt=0, le=200),
+    who: Caller = Depends(caller),
+    app: Services = Depends(services),
+) -> Response:
+    return as_json({"merchants": await app.merchants.nearby(lat, lng, radius_m, limit)})
+
+
+@router.get("/v1/merchants/{merchant_id}/menu")
+async def menu(merchant_id: str, app: Services = Depends(services)) -> Response:
+    version, items = await app.merchants.menu(merchant_id)
+    return as_json({"merchant_id": merchant_id, "menu_version": version, "items": items})
+
+
+@router.put("/v1/merchants/{merchant_id}/menu/items/{item_id}")
+async def set_menu_item(
+    merchant_id: str,
+    item_id: str,
+    body: MenuItemIn,
+    request: Request,
+    who: Caller = Depends(merchant_or_admin),
+    app: Services = Depends(services),
+) -> Response:
+    if who.role == "merchant" and who.sub != merchant_id:
+        raise forbidden("a merchant changes only its own menu")
+    if not 0 < len(item_id) <= 64:
+        raise invalid("item_id must be 1 to 64 characters")
+    item = {
+        "id": item_id,
+        "name": body.name,
+        "price_fen": body.price_fen,
+        "available": body.available,
+    }
+
+    async def run() -> Response:
+        return as_json(
+            unwrap(await app.directory.merchant(merchant_id).set_menu_item(item, body.stock))
+        )
+
+    return await app.idempotent(request, who, run)

@@ -1,0 +1,121 @@
+"""Each terminal's events: a WebSocket, and a long poll for weak networks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+
+from domain.errors import DomainError, invalid
+from serve_app import auth
+from serve_app.auth import Caller
+from serve_app.deps import caller, services
+from serve_app.services import Services, as_json
+from serve_app.sync import Feed, ResyncRequired, snapshot
+from storage import keys
+from storage.inboxes import is_stream_id
+
+router = APIRouter()
+
+# Events sent per read of the backlog before a socket goes live.
+BACKLOG_PAGE = 500
+
+
+def inbox_of(who: Caller) -> str:
+    return keys.inbox("ops" if who.role == "admin" else who.role, who.sub)
+
+
+def _checked(cursor: str | None) -> str | None:
+    if cursor is not None and not is_stream_id(cursor):
+        raise invalid("cursor must be a stream id like 1700000000000-0")
+    return cursor
+
+
+@router.get("/v1/sync/events")
+async def sync_events(
+    cursor: str | None = None,
+    wait_s: float = Query(0, ge=0, le=30),
+    limit: int = Query(100, gt=0, le=1000),
+    who: Caller = Depends(caller),
+    app: Services = Depends(services),
+) -> Response:
+    inbox = inbox_of(who)
+    async with Feed(app.hub, app.inboxes, inbox, _checked(cursor)) as feed:
+        try:
+            await feed.check_retained()
+        except ResyncRequired:
+            fresh = await snapshot(app.inboxes, app.orders, inbox, who.role, who.sub)
+            return as_json({"events": [fresh], "cursor": fresh["cursor"]})
+        events = await feed.backlog(limit)
+        if not events and wait_s > 0:
+            await feed.subscribe()
+            events = await feed.backlog(limit) or await feed.live(wait_s)
+    return as_json({"events": events, "cursor": feed.cursor})
+
+
+@router.websocket("/v1/sync/ws")
+async def sync_ws(
+    websocket: WebSocket,
+    cursor: str | None = None,
+    token: str | None = None,
+    viewing: str | None = None,
+    app: Services = Depends(services),
+) -> None:
+    """Everything after `cursor`, then live events, one JSON text frame each."""
+    try:
+        who = auth.decode(
+            app.settings.jwt_secret, token or auth.bearer(websocket.headers.get("authorization"))
+        )
+        cursor = _checked(cursor)
+    except DomainError as err:
+        await websocket.close(code=4401 if err.code == "unauthorized" else 4422, reason=err.message)
+        return
+    await websocket.accept()
+    async with Feed(app.hub, app.inboxes, inbox_of(who), cursor) as feed:
+        await feed.subscribe()
+        if viewing:
+            await feed.view(viewing)
+        sender = asyncio.create_task(_push(websocket, feed, who, app))
+        receiver = asyncio.create_task(_listen(websocket, feed))
+        _, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _push(websocket: WebSocket, feed: Feed, who: Caller, app: Services) -> None:
+    try:
+        await feed.check_retained()
+    except ResyncRequired:
+        fresh = await snapshot(app.inboxes, app.orders, feed.inbox, who.role, who.sub)
+        feed.cursor = fresh["cursor"]
+        await websocket.send_text(orjson.dumps(fresh).decode())
+    while True:
+        batch = await feed.backlog(BACKLOG_PAGE)
+        for event in batch:
+            await websocket.send_text(orjson.dumps(event).decode())
+        if len(batch) < BACKLOG_PAGE:
+            break
+    while True:
+        for event in await feed.live(None):
+            await websocket.send_text(orjson.dumps(event).decode())
+
+
+async def _listen(websocket: WebSocket, feed: Feed) -> None:
+    """Commands from the terminal: which merchant it is viewing, and pings."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            try:
+                command = orjson.loads(await websocket.receive_text())
+            except orjson.JSONDecodeError:
+                continue
+            kind = command.get("type") if isinstance(command, dict) else None
+            if kind == "view" and isinstance(command.get("merchant_id"), str):
+                await feed.view(command["merchant_id"])
+            elif kind == "ping":
+                await websocket.send_text('{"type":"pong"}')
