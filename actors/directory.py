@@ -26,6 +26,7 @@ from ray.actor import ActorHandle
 from domain import commands as c
 from domain.dispatch import Dispatch
 from domain.errors import DomainError
+from domain.reactions import Refund, Settle
 from storage.batching import Batcher
 from storage.settings import Settings
 
@@ -135,26 +136,13 @@ class Forget:
     rider_id: str
 
 
-# -- messages to payment shards ----------------------------------------------------
+# -- messages to payment shards (and `Refund` and `Settle`, the follow-ups of orders) ---
 
 
 @dataclass(frozen=True)
 class Notify:
     body: bytes
     signature: str | None
-
-
-@dataclass(frozen=True)
-class Refund:
-    order_id: str
-    amount_fen: int
-    refund_no: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Settle:
-    order_id: str
 
 
 @dataclass(frozen=True)

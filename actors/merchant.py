@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 # Orders under way kept in memory per host: a bound, so abandoned ones cannot pile up.
 ORDERS_KEPT = 10_000
 
-# A new order, for the metrics: (at, zone of its door, customer).
-Placed = tuple[datetime, str, str]
+# A new order as the metrics count it: (at, zone of its door, customer).
+NewOrder = tuple[datetime, str, str]
 
 
 class MerchantHost(EntityHost):
@@ -73,16 +73,16 @@ class MerchantHost(EntityHost):
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
         """As every host, with the new orders of the batch counted once for the metrics."""
-        placed: list[Placed] = []
+        new_orders: list[NewOrder] = []
 
         async def one(message: Message) -> Reply:
             if isinstance(message, Place):
-                return await self.place_order(message.request, placed)
+                return await self.place_order(message.request, new_orders)
             return await self.receive(message)
 
         replies: list[Any] = await asyncio.gather(*(one(m) for m in batch), return_exceptions=True)
-        if placed:
-            self.spawn(self.metrics.orders_placed(placed), "count new orders")
+        if new_orders:
+            self.spawn(self.metrics.count_new_orders(new_orders), "count new orders")
         return replies
 
     async def receive(self, message: Message) -> Reply:
@@ -157,10 +157,10 @@ class MerchantHost(EntityHost):
             return err
         return {**menu_item.as_dict(), "stock": stock, "menu_version": version}
 
-    async def place_order(self, request: dict[str, Any], placed: list[Placed]) -> Reply:
+    async def place_order(self, request: dict[str, Any], new_orders: list[NewOrder]) -> Reply:
         """Price, reserve stock and save a new order; reply with its signed pay link.
 
-        A new order is added to `placed` for the metrics."""
+        A new order is added to `new_orders` for the metrics."""
         merchant_id = request["merchant_id"]
         customer_id = request["customer_id"]
         order_id = request["order_id"]
@@ -179,7 +179,7 @@ class MerchantHost(EntityHost):
                         existing = await self.orders.load(order_id)
                     else:
                         zone = zone_of(order.dropoff, self.settings.zone_resolution)
-                        placed.append((now, zone, order.customer_id))
+                        new_orders.append((now, zone, order.customer_id))
                 if existing is not None:
                     if existing.customer_id != customer_id:
                         return DomainError("order_exists", "order id taken")
@@ -221,12 +221,12 @@ class MerchantHost(EntityHost):
             address=request["delivery"].get("address", ""),
             coupon_code=code,
         )
-        (placed,) = decide(None, command)
+        (order_placed,) = decide(None, command)
         order = place(command)
         if code:
             await self.coupons.claim(code, order.customer_id)
         try:
-            await self.orders.commit(None, order, placed)
+            await self.orders.commit(None, order, order_placed)
         except DomainError:
             if code:
                 await self.coupons.release(code, order.customer_id)

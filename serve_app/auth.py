@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import jwt
 
 from domain.errors import DomainError, forbidden
 
-Role = Literal["customer", "merchant", "rider", "admin"]
 ROLES: tuple[str, ...] = ("customer", "merchant", "rider", "admin")
 
 

@@ -34,7 +34,7 @@ def order(read: OrderRead, checkout: Checkout) -> dict[str, Any]:
     return view
 
 
-def placed(stored: dict[str, Any], payment: dict[str, str]) -> dict[str, Any]:
+def new_order(stored: dict[str, Any], payment: dict[str, str]) -> dict[str, Any]:
     """A new order: no rider yet, and its payment came with the placement."""
     view = {k: v for k, v in stored.items() if k not in ("rider_id", "pickup")}
     view.update(rider=None, eta=None, payment=payment)

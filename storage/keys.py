@@ -45,7 +45,6 @@ def merchant_volume(merchant_id: str) -> str:
 
 
 MERCHANT_GEO = "geo:merchants"
-MERCHANT_IDS = "merchants"
 MERCHANT_MAX_REACH = "merchants:max_reach_m"
 # Bumped by every change of any merchant profile; read paths cache profiles until it moves.
 MERCHANTS_VERSION = "merchants:version"

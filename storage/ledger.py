@@ -95,7 +95,3 @@ class LedgerStore:
 
     async def of_merchant_day(self, merchant_id: str, day: date) -> list[Transaction]:
         return await self._list(keys.ledger_of_merchant_day(merchant_id, day))
-
-    async def balances(self) -> dict[str, int]:
-        raw = await self.client.hgetall(keys.LEDGER_BALANCES)
-        return {account: int(amount) for account, amount in raw.items()}

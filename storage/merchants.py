@@ -69,7 +69,6 @@ class MerchantStore:
             pipe.geoadd(
                 keys.MERCHANT_GEO, (merchant.location.lng, merchant.location.lat, merchant.id)
             )
-            pipe.sadd(keys.MERCHANT_IDS, merchant.id)
             pipe.zadd(keys.MERCHANT_MAX_REACH, {merchant.id: reach})
             pipe.incr(keys.MERCHANTS_VERSION)
             await pipe.execute()

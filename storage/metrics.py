@@ -32,19 +32,19 @@ class MetricsStore:
             self.queue_count(pipe, at, **fields)
             await pipe.execute()
 
-    async def orders_placed(self, placed: list[tuple[datetime, str, str]]) -> None:
+    async def count_new_orders(self, new_orders: list[tuple[datetime, str, str]]) -> None:
         """Count new orders, each `(at, zone, customer_id)`, in one round trip.
 
         A customer's first and second orders also move the customer and repeat counters.
         A busy host places many orders per call, so the counts are summed here first: one
         increment per minute, per zone and per customer, not one per order.
         """
-        if not placed:
+        if not new_orders:
             return
         per_minute: Counter[int] = Counter()
         per_zone: Counter[tuple[int, str]] = Counter()
         per_customer: Counter[str] = Counter()
-        for at, zone, customer_id in placed:
+        for at, zone, customer_id in new_orders:
             minute = minute_of(at)
             per_minute[minute] += 1
             per_zone[minute, zone] += 1

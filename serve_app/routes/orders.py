@@ -40,9 +40,9 @@ async def place_order(
 
     async def run() -> Response:
         request_body = {**body.model_dump(), "order_id": order_id, "customer_id": who.sub}
-        placed = unwrap(await merchant.place(request_body))
+        reply = unwrap(await merchant.place(request_body))
         app.remember_merchant(order_id, body.merchant_id)
-        return as_json(views.placed(placed["order"], placed["payment"]), 201)
+        return as_json(views.new_order(reply["order"], reply["payment"]), 201)
 
     return await app.idempotent(request, who, run)
 

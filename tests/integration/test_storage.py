@@ -241,8 +241,8 @@ async def test_new_orders_are_counted_per_minute_zone_and_customer(client: Redis
     at = datetime(2026, 11, 29, 12, 0, 30, tzinfo=UTC)
     # Customer a's first three orders arrive in one batch, b's first with them.
     batch = [(at, "z1", "a"), (at, "z1", "a"), (at, "z2", "b"), (at, "z1", "a")]
-    await metrics.orders_placed(batch)
-    await metrics.orders_placed([(at, "z2", "b"), (at, "z2", "c")])
+    await metrics.count_new_orders(batch)
+    await metrics.count_new_orders([(at, "z2", "b"), (at, "z2", "c")])
     totals, zones = await metrics.window(at, 1)
     assert totals["orders"] == 6
     assert zones == {"z1": 3, "z2": 3}
