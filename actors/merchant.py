@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from actors.directory import Act, Message, Onboard, Place, Reply, SetMenuItem
+from actors.directory import (
+    Act,
+    Message,
+    Onboard,
+    Place,
+    Reply,
+    SetMenuItem,
+    host_count,
+    host_index,
+)
 from actors.host import EntityHost
 from domain import commands as c
 from domain import events as e
 from domain import ledger
 from domain import reactions as r
 from domain.errors import DomainError, invalid, not_found
-from domain.geo import Point, zone_of
+from domain.geo import Point, require_indexable, zone_of
 from domain.merchants import MenuItem, Merchant, Requested, confirm_total, price_order
-from domain.orders import Order, authorize, decide, evolve, place
+from domain.orders import MERCHANT_ACCEPT_TIMEOUT, Order, authorize, decide, evolve, place
 from domain.pricing import DeliveryTariff
 from storage.coupons import CouponStore
 from storage.merchants import MerchantState, MerchantStore
@@ -31,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # Orders under way kept in memory per host: a bound, so abandoned ones cannot pile up.
 ORDERS_KEPT = 10_000
+# How often the host looks for paid orders past their accept deadline, and how many it
+# takes per look.
+ACCEPT_DEADLINE_CHECK_S = 1.0
+ACCEPT_DEADLINE_BATCH = 100
 
 # A new order as the metrics count it: (at, zone of its door, customer).
 NewOrder = tuple[datetime, str, str]
@@ -70,6 +85,12 @@ class MerchantHost(EntityHost):
         # its merchants' orders, and every write is guarded by the order's version, so
         # a copy here saves a read per command and a stale one fails safe.
         self._orders: OrderedDict[str, Order] = OrderedDict()
+        self._deadlines: asyncio.Task[None] | None = None
+        # Paid orders may be waiting on this host's merchants from before a restart, so
+        # their deadlines are watched from the start: Ray runs an async actor's
+        # __init__ on its loop.
+        with contextlib.suppress(RuntimeError):
+            self._deadlines = asyncio.get_running_loop().create_task(self._watch_deadlines())
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
         """As every host, with the new orders of the batch counted once for the metrics."""
@@ -119,6 +140,7 @@ class MerchantHost(EntityHost):
     async def onboard(self, profile: dict[str, Any]) -> Reply:
         try:
             merchant = Merchant.from_dict(profile)
+            require_indexable(merchant.location, "a merchant")
             ledger.plan_or_default(merchant.split_plan)
             async with self.lock(merchant.id):
                 await self.merchants.onboard(merchant)
@@ -242,6 +264,11 @@ class MerchantHost(EntityHost):
                 state = await self._load(merchant_id)
                 if isinstance(command, c.AcceptOrder) and command.prep_minutes is None:
                     command = replace(command, prep_minutes=state.merchant.prep_minutes)
+                if isinstance(command, c.MarkPaid) and command.accept_deadline is None:
+                    deadline = command.at + timedelta(
+                        seconds=self.settings.merchant_accept_timeout_s
+                    )
+                    command = replace(command, accept_deadline=deadline)
                 kept = order_id in self._orders
                 try:
                     order, happened = await self._apply(merchant_id, order_id, command, caller)
@@ -274,6 +301,35 @@ class MerchantHost(EntityHost):
             order = after
         self._remember(order)
         return order, happened
+
+    async def _watch_deadlines(self) -> None:
+        """Reject the paid orders their merchants did not answer in time (and refund them)."""
+        while True:
+            await asyncio.sleep(ACCEPT_DEADLINE_CHECK_S)
+            try:
+                await self.reject_unanswered()
+            except Exception:
+                log.exception("checking accept deadlines failed")
+
+    async def reject_unanswered(self) -> int:
+        """One look at the due deadlines of this host's merchants; returns how many closed."""
+        hosts = host_count("merchant", self.settings)
+        rejected = 0
+        for order_id in await self.orders.past_accept_deadline(time.time(), ACCEPT_DEADLINE_BATCH):
+            merchant_id = await self.orders.merchant_of(order_id)
+            if merchant_id is None:
+                await self.orders.forget_accept_deadline(order_id)
+                continue
+            if host_index(merchant_id, hosts) != self.index:
+                continue
+            timed_out = c.RejectOrder(at=datetime.now(UTC), reason=MERCHANT_ACCEPT_TIMEOUT)
+            reply = await self.act(merchant_id, order_id, timed_out, ("system", "accept_timeout"))
+            if isinstance(reply, DomainError):
+                # Answered at the last moment (or closed): nothing to reject any more.
+                await self.orders.forget_accept_deadline(order_id)
+            else:
+                rejected += 1
+        return rejected
 
     async def _follow_up(self, merchant_id: str, intent: r.Intent) -> Reply | None:
         """Set one follow-up going elsewhere: acceptance, dispatch, refunds, coupons back."""

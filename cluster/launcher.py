@@ -24,7 +24,7 @@ from ray import serve
 from actors.directory import NAMESPACE
 from actors.registry import start_hosts
 from serve_app.app import build
-from storage.server import EmbeddedRedis, free_port
+from storage.server import EmbeddedRedis, Supervisor, free_port
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Platform:
     def __init__(self, settings: Settings, run_dir: Path | None = None) -> None:
         self.settings = settings
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="o2o-run-"))
-        self.redis: EmbeddedRedis | None = None
+        self.redis: Supervisor | None = None
         self.sandbox: subprocess.Popen[bytes] | None = None
         self.started_ray = False
         self.serve_started = False
@@ -112,8 +112,10 @@ class Platform:
         s = self.settings
         raise_open_files_limit()
         if not s.redis_url:
-            self.redis = EmbeddedRedis(
-                s.data_dir, s.redis_port, s.appendfsync, s.redis_aof_rewrite_min_mb
+            # Supervised: a server that dies comes back on its own data; with REDIS_URL
+            # the platform only reconnects (every client does so by itself).
+            self.redis = Supervisor(
+                EmbeddedRedis(s.data_dir, s.redis_port, s.appendfsync, s.redis_aof_rewrite_min_mb)
             )
             self.redis.start()
         self._start_sandbox()

@@ -33,6 +33,8 @@ class PlaceOrder(Command):
 class MarkPaid(Command):
     intent_id: str
     amount_fen: int
+    # By when the merchant must accept or reject; its host sets it from the settings.
+    accept_deadline: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

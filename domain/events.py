@@ -59,6 +59,7 @@ class OrderPaid(Event):
     type: ClassVar[str] = "order_paid"
     intent_id: str
     amount_fen: int
+    accept_deadline: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

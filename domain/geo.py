@@ -14,6 +14,9 @@ import h3
 from domain.errors import invalid
 
 EARTH_RADIUS_M = 6_371_008.8
+# Web Mercator's limit, and so Redis's GEO indexes': points nearer the poles cannot be
+# indexed (nor searched around), though they are valid coordinates.
+INDEXED_LAT_LIMIT = 85.05112878
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,15 @@ class Point:
     def __post_init__(self) -> None:
         if not (-90.0 <= self.lat <= 90.0) or not (-180.0 <= self.lng <= 180.0):
             raise invalid("coordinates out of range", lat=self.lat, lng=self.lng)
+
+
+def require_indexable(point: Point, what: str) -> None:
+    """Refuse a point the platform's GEO indexes cannot hold, before anything is written."""
+    if abs(point.lat) > INDEXED_LAT_LIMIT:
+        raise invalid(
+            f"{what} must lie within {INDEXED_LAT_LIMIT} degrees of the equator",
+            lat=point.lat,
+        )
 
 
 def distance_m(a: Point, b: Point) -> float:

@@ -60,6 +60,8 @@ class Order:
     rider_id: str | None = None
     prep_minutes: int | None = None
     close_reason: str | None = None
+    # Paid orders only: when the platform rejects it if its merchant has not answered.
+    accept_deadline: datetime | None = None
     timeline: tuple[TimelineEntry, ...] = ()
 
     @property
@@ -88,6 +90,7 @@ class Order:
             "rider_id": self.rider_id,
             "prep_minutes": self.prep_minutes,
             "close_reason": self.close_reason,
+            "accept_deadline": self.accept_deadline.isoformat() if self.accept_deadline else None,
             "timeline": [{"status": t.status, "at": t.at.isoformat()} for t in self.timeline],
         }
 
@@ -114,6 +117,9 @@ class Order:
             rider_id=d.get("rider_id"),
             prep_minutes=d.get("prep_minutes"),
             close_reason=d.get("close_reason"),
+            accept_deadline=(
+                datetime.fromisoformat(d["accept_deadline"]) if d.get("accept_deadline") else None
+            ),
             timeline=tuple(
                 TimelineEntry(t["status"], datetime.fromisoformat(t["at"])) for t in d["timeline"]
             ),
@@ -187,6 +193,7 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                     at=at,
                     intent_id=command.intent_id,
                     amount_fen=command.amount_fen,
+                    accept_deadline=command.accept_deadline,
                 )
             ]
         case c.AcceptOrder():
@@ -266,7 +273,10 @@ def evolve(order: Order, event: e.Event) -> Order:
     match event:
         case e.OrderPaid():
             changes.update(
-                status=OrderStatus.PAID, intent_id=event.intent_id, paid_fen=event.amount_fen
+                status=OrderStatus.PAID,
+                intent_id=event.intent_id,
+                paid_fen=event.amount_fen,
+                accept_deadline=event.accept_deadline,
             )
         case e.OrderAccepted():
             changes.update(status=OrderStatus.ACCEPTED, prep_minutes=event.prep_minutes)
@@ -311,6 +321,14 @@ def visible_to(
         return True
     party = {"customer": customer_id, "merchant": merchant_id, "rider": rider_id}.get(role)
     return party is not None and party == who
+
+
+MERCHANT_ACCEPT_TIMEOUT = "merchant_accept_timeout"
+
+
+def awaits_merchant(order: Order) -> bool:
+    """Whether the order's accept deadline still runs: paid, and nobody answered yet."""
+    return order.status == OrderStatus.PAID and order.accept_deadline is not None
 
 
 def releases_stock(event: e.Event) -> bool:

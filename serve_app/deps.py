@@ -23,8 +23,10 @@ async def services() -> Services:
     return current()
 
 
-async def caller(request: Request, app: Services = Depends(services)) -> Caller:
-    return auth.decode(app.settings.jwt_secret, auth.bearer(request.headers.get("authorization")))
+async def caller(request: Request) -> Caller:
+    # No sub-dependency: each one FastAPI solves costs the replica on every request.
+    secret = current().settings.jwt_secret
+    return auth.decode(secret, auth.bearer(request.headers.get("authorization")))
 
 
 def _role(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -12,6 +13,9 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
+from storage.redis import UNAVAILABLE
+
+log = logging.getLogger(__name__)
 
 STATUS_BY_CODE = {
     "invalid_request": 422,
@@ -80,6 +84,21 @@ def install(app: FastAPI) -> None:
     async def on_actor_down(request: Request, err: Exception) -> Response:
         # A host is restarting; the entity reloads from Redis on the next message.
         return error_response("service_unavailable", "the entity's host is restarting", 503)
+
+    async def on_store_down(request: Request, err: Exception) -> Response:
+        # Redis is down or replaying its log: the request changed nothing that a retry
+        # with the same Idempotency-Key would not find (API.md: a 503 may hide a commit).
+        log.warning("%s %s: Redis unavailable (%r)", request.method, request.url.path, err)
+        return error_response("service_unavailable", "the platform's store is unavailable", 503)
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, on_store_down)
+
+    @app.exception_handler(Exception)
+    async def on_anything_else(request: Request, err: Exception) -> Response:
+        # Still a 5xx, but in the one error shape and logged with what broke.
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response("internal_error", "the platform failed to answer", 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, err: StarletteHTTPException) -> Response:

@@ -16,16 +16,19 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from storage import keys
-from storage.redis import RedisClient, Scripts
+from storage.redis import UNAVAILABLE, RedisClient, Scripts
 
 log = logging.getLogger(__name__)
 
 # What a listener receives instead of announcements it may have missed: re-read the stream.
 RESYNC = "resync"
 QUEUE_LIMIT = 1000
+# After losing Redis the hub tries again at once-ish, then backs off to this.
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, OSError)
 
 
 def parse_id(stream_id: str) -> tuple[int, int]:
@@ -156,7 +159,7 @@ class Hub:
                 del self._by_channel[ch]
                 async with self._subscribing:
                     if ch not in self._by_channel:
-                        with contextlib.suppress(RedisConnectionError):
+                        with contextlib.suppress(*UNAVAILABLE):
                             await self._pubsub.unsubscribe(ch)
 
     async def _run(self) -> None:
@@ -166,8 +169,8 @@ class Hub:
                 await self._ready.wait()
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisConnectionError, OSError) as err:
-                log.warning("sync hub lost Redis (%s); resubscribing", err)
+            except LOST as err:
+                log.warning("sync hub lost Redis (%r); subscribing again", err)
                 await self._reconnect()
                 continue
             except RuntimeError:
@@ -181,17 +184,26 @@ class Hub:
                 listener.offer((stream_id, payload))
 
     async def _reconnect(self) -> None:
-        await asyncio.sleep(0.5)
-        with contextlib.suppress(Exception):
-            await self._pubsub.aclose()
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        channels = list(self._by_channel)
-        try:
-            if channels:
-                await self._pubsub.subscribe(*channels)
-        except (RedisConnectionError, OSError):
-            return
-        # Announcements may have been lost while disconnected: everyone re-reads.
+        """Subscribe to every channel again, trying with back-off until Redis answers.
+
+        Announcements may have been lost meanwhile, so then every listener re-reads its
+        stream from its cursor: an open socket gets exactly what it missed."""
+        delay = RECONNECT_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            async with self._subscribing:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                channels = list(self._by_channel)
+                try:
+                    if channels:
+                        await self._pubsub.subscribe(*channels)
+                except LOST:
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+            break
+        log.info("sync hub subscribed again to %d channels", len(channels))
         for members in self._by_channel.values():
             for listener in members:
                 listener.offer((RESYNC, ""))

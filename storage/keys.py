@@ -24,6 +24,9 @@ def location_gate(order_id: str) -> str:
     return f"gate:location:{order_id}"
 
 
+# Paid orders awaiting their merchant's answer, scored by their accept deadline.
+ACCEPT_DEADLINES = "orders:accept_deadlines"
+
 # -- merchants ---------------------------------------------------------------------
 
 

@@ -57,21 +57,25 @@ class MerchantStore:
         return MerchantState(Merchant.from_dict(orjson.loads(profile)), menu, int(version or 0))
 
     async def onboard(self, merchant: Merchant) -> None:
-        """Store a new merchant and list it in the city; `merchant_exists` if the id is taken."""
-        created = await self.client.hsetnx(
-            keys.merchant(merchant.id), "profile", orjson.dumps(merchant.as_dict())
+        """Store a new merchant and list it in the city, in one step; `merchant_exists` if
+        the id is taken (and then nothing is written)."""
+        created = await self.scripts.onboard_merchant(
+            keys=[
+                keys.merchant(merchant.id),
+                keys.MERCHANT_GEO,
+                keys.MERCHANT_MAX_REACH,
+                keys.MERCHANTS_VERSION,
+            ],
+            args=[
+                orjson.dumps(merchant.as_dict()),
+                merchant.location.lng,
+                merchant.location.lat,
+                merchant.id,
+                merchant.delivery.reach_m(merchant.location),
+            ],
         )
         if not created:
             raise DomainError("merchant_exists", "merchant already exists", id=merchant.id)
-        reach = merchant.delivery.reach_m(merchant.location)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.merchant(merchant.id), "menu_version", 0)
-            pipe.geoadd(
-                keys.MERCHANT_GEO, (merchant.location.lng, merchant.location.lat, merchant.id)
-            )
-            pipe.zadd(keys.MERCHANT_MAX_REACH, {merchant.id: reach})
-            pipe.incr(keys.MERCHANTS_VERSION)
-            await pipe.execute()
 
     async def set_menu_item(self, item: MenuItem, stock: int, change: MenuChanged) -> int:
         """Write an item, its stock and the menu's next version, and announce `change`.

@@ -11,7 +11,7 @@ from redis.commands.core import AsyncScript
 
 from domain import events as e
 from domain.errors import DomainError
-from domain.orders import Order, audience, releases_stock
+from domain.orders import Order, audience, awaits_merchant, releases_stock
 from storage import keys
 from storage.redis import RedisClient, Scripts
 
@@ -92,6 +92,14 @@ class OrderStore:
             ]
         elif isinstance(event, e.RiderAssigned):
             indexes = [(keys.orders_of("rider", event.rider_id), placed_ms)]
+        # The merchant's answer is due by the deadline: the timer is written with the
+        # payment and gone with the answer, in the same script as each.
+        unindexes: list[str] = []
+        if awaits_merchant(after):
+            assert after.accept_deadline is not None
+            indexes.append((keys.ACCEPT_DEADLINES, after.accept_deadline.timestamp()))
+        elif before is not None and awaits_merchant(before):
+            unindexes.append(keys.ACCEPT_DEADLINES)
         inboxes = [keys.inbox(role, who) for role, who in audience(after, event)]
         result = await self.run_script(
             self.scripts.apply_order,
@@ -99,6 +107,7 @@ class OrderStore:
                 keys.order(after.id),
                 keys.stock(after.merchant_id),
                 *(key for key, _ in indexes),
+                *unindexes,
                 *inboxes,
             ],
             [
@@ -115,6 +124,7 @@ class OrderStore:
                 len(indexes),
                 after.id,
                 *(score for _, score in indexes),
+                len(unindexes),
                 self.inbox_maxlen,
                 self.retention_ms,
                 orjson.dumps(event.as_dict()),
@@ -174,6 +184,17 @@ class OrderStore:
                 pipe.hget(keys.order(order_id), "json")
             raws = await pipe.execute()
         return [orjson.loads(r) for r in raws if r]
+
+    async def past_accept_deadline(self, now: float, limit: int) -> list[str]:
+        """Paid orders whose merchant did not answer by their deadline, oldest first."""
+        due: list[str] = await self.client.zrangebyscore(
+            keys.ACCEPT_DEADLINES, "-inf", now, start=0, num=limit
+        )
+        return due
+
+    async def forget_accept_deadline(self, order_id: str) -> None:
+        """An order that is no longer waiting for its merchant (answered meanwhile)."""
+        await self.client.zrem(keys.ACCEPT_DEADLINES, order_id)
 
     async def set_eta(self, order_id: str, eta: dict[str, str]) -> None:
         await self.client.hset(keys.order(order_id), "eta", orjson.dumps(eta))

@@ -66,8 +66,29 @@ class QueueingPool(aioredis.ConnectionPool):
                 self._slots.release()
 
 
+# No command may wait on a server that went away longer than a caller would: a request
+# then answers 503 at once instead of hanging. Nothing of ours blocks on the server.
+CONNECT_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = 5.0
+
+# What a caller sees while the server is down, restarting, or replaying its log.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 def connect(url: str, max_connections: int = 64) -> RedisClient:
-    pool = QueueingPool.from_url(url, max_connections=max_connections, decode_responses=True)
+    pool = QueueingPool.from_url(
+        url,
+        max_connections=max_connections,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=COMMAND_TIMEOUT_S,
+    )
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -98,6 +119,7 @@ class Scripts:
         self.release_coupon: AsyncScript = client.register_script(_source("release_coupon"))
         self.append_event: AsyncScript = client.register_script(_source("append_event"))
         self.post_transaction: AsyncScript = client.register_script(_source("post_transaction"))
+        self.onboard_merchant: AsyncScript = client.register_script(_source("onboard_merchant"))
         self.forget_waiting_zone: AsyncScript = client.register_script(
             _source("forget_waiting_zone")
         )

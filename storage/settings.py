@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     inbox_retention_s: int = 24 * 3600
     idempotency_ttl_s: int = 24 * 3600
     payment_timeout_s: int = 15 * 60
+    # A paid order its merchant neither accepts nor rejects in this long is rejected by
+    # the platform (reason merchant_accept_timeout) and refunded in full.
+    merchant_accept_timeout_s: int = Field(300, ge=1)
     # How often orders awaiting payment are checked with the provider (lost notifications).
     payment_poll_s: float = 5.0
     # The provider's fee in basis points (the sandbox charges 0.6%, like WeChat Pay).

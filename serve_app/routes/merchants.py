@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from domain.errors import forbidden, invalid
+from domain.geo import Point, require_indexable
 from serve_app.auth import Caller
 from serve_app.deps import admin, caller, merchant_or_admin, services
 from serve_app.schemas import MenuItemIn, MerchantIn
@@ -42,6 +43,7 @@ async def nearby(
     who: Caller = Depends(caller),
     app: Services = Depends(services),
 ) -> Response:
+    require_indexable(Point(lat, lng), "the point searched around")
     return as_json({"merchants": await app.merchants.nearby(lat, lng, radius_m, limit)})
 
 

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from domain import commands as c
 from domain.errors import DomainError, not_found
-from domain.geo import Point, zone_of
+from domain.geo import Point, require_indexable, zone_of
 from serve_app.auth import Caller
 from serve_app.deps import rider, services
 from serve_app.schemas import LocationIn, RiderStatusIn
@@ -25,6 +25,7 @@ async def rider_status(
         at = await app.riders.position(who.sub)
         if at is None:
             raise DomainError("location_required", "send lat and lng when going online first")
+    require_indexable(at, "a rider")
     zone = app.directory.rider_zone(zone_of(at, app.settings.zone_resolution))
     return as_json(unwrap(await zone.set_status(who.sub, body.online, at.lat, at.lng)))
 

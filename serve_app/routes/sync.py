@@ -17,11 +17,14 @@ from serve_app.services import Services, as_json
 from serve_app.sync import Feed, ResyncRequired, snapshot
 from storage import keys
 from storage.inboxes import is_stream_id
+from storage.redis import UNAVAILABLE
 
 router = APIRouter()
 
 # Events sent per read of the backlog before a socket goes live.
 BACKLOG_PAGE = 500
+# WebSocket close code 1012, "service restart": clients reconnect on it.
+STORE_RESTARTING = 1012
 
 
 def inbox_of(who: Caller) -> str:
@@ -80,12 +83,17 @@ async def sync_ws(
             await feed.view(viewing)
         sender = asyncio.create_task(_push(websocket, feed, who, app))
         receiver = asyncio.create_task(_listen(websocket, feed))
-        _, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if sender in done and isinstance(sender.exception(), UNAVAILABLE):
+            # The stream could not be read: the terminal reconnects with its cursor and
+            # gets what it missed once Redis answers.
+            with contextlib.suppress(Exception):
+                await websocket.close(code=STORE_RESTARTING, reason="reconnect with your cursor")
 
 
 async def _push(websocket: WebSocket, feed: Feed, who: Caller, app: Services) -> None:

@@ -1,9 +1,10 @@
 -- One order change, its stock movement, its indexes and its events: all or nothing.
--- KEYS: order, stock, <n_idx index zsets>, <inbox streams>
+-- KEYS: order, stock, <n_idx index zsets>, <n_unidx zsets>, <inbox streams>
 -- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
---       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, maxlen, retention_ms, event_json,
---       channel prefix
--- The index zsets hold the order id as member, each with its own score.
+--       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, n_unidx, maxlen,
+--       retention_ms, event_json, channel prefix
+-- The index zsets (indexes and due-time sets) get the order id as member, each with its
+-- own score; the order leaves the n_unidx zsets (a due time that no longer applies).
 -- include: append_to_inboxes
 local order_key, stock_key = KEYS[1], KEYS[2]
 local current = tonumber(redis.call('HGET', order_key, 'version') or '0')
@@ -36,5 +37,10 @@ for k = 1, n_idx do
   redis.call('ZADD', KEYS[2 + k], ARGV[i + 1 + k], member)
 end
 i = i + 2 + n_idx
-append_to_inboxes(3 + n_idx, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+local n_unidx = tonumber(ARGV[i])
+for k = 1, n_unidx do
+  redis.call('ZREM', KEYS[2 + n_idx + k], member)
+end
+i = i + 1
+append_to_inboxes(3 + n_idx + n_unidx, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
 return {'ok'}

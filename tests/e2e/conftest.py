@@ -33,6 +33,8 @@ def platform(
         # Fast enough to test lost notifications and abandoned payments in seconds.
         payment_poll_s=1.0,
         payment_timeout_s=20,
+        # Long enough for every test's merchant to answer, short enough to test.
+        merchant_accept_timeout_s=10,
     )
     running = Platform(settings, run_dir)
     running.start()
