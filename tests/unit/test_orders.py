@@ -307,8 +307,12 @@ def test_paid_event_carries_the_payment() -> None:
         "order_id": "o-1",
         "version": 2,
         "at": at(1).isoformat(),
-        "data": {"intent_id": "pi-7", "amount_fen": 2900},
+        "data": {"intent_id": "pi-7", "amount_fen": 2900, "accept_deadline": None},
     }
+    deadline = at(1) + timedelta(minutes=5)
+    (event,) = decide(new_order(), replace(pay(intent="pi-7"), accept_deadline=deadline))
+    assert event.as_dict()["data"]["accept_deadline"] == deadline.isoformat()
+    assert evolve(new_order(), event).accept_deadline == deadline
 
 
 @pytest.mark.parametrize("by", ["customer", "system"])
