@@ -24,10 +24,13 @@ import ray
 from ray.actor import ActorHandle
 
 from domain import commands as c
+from domain import reactions as r
 from domain.dispatch import Dispatch
 from domain.errors import DomainError
+from domain.geo import zone_of
 from domain.reactions import Refund, Settle
 from storage.batching import Batcher
+from storage.mailboxes import mail
 from storage.settings import Settings
 
 NAMESPACE = "o2o"
@@ -51,6 +54,36 @@ def host_index(entity_id: str, hosts: int) -> int:
         return int.from_bytes(digest, "big")
 
     return max(range(hosts), key=weight)
+
+
+def shard_of(entity_id: str, shards: int) -> int:
+    """The shard an entity belongs to: fixed for the life of the data (mailboxes by shard)."""
+    digest = hashlib.blake2b(entity_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def host_of_shard(kind: str, shard: int, hosts: int) -> int:
+    return host_index(f"{kind}:{shard}", hosts)
+
+
+def host_of(kind: str, entity_id: str, settings: Settings) -> int:
+    """The host that owns the entity's shard, and so takes every message to the entity."""
+    return host_of_shard(kind, shard_of(entity_id, settings.shards), host_count(kind, settings))
+
+
+def shards_of_host(kind: str, index: int, settings: Settings) -> list[int]:
+    hosts = host_count(kind, settings)
+    return [s for s in range(settings.shards) if host_of_shard(kind, s, hosts) == index]
+
+
+def destination(intent: r.Intent, zone_resolution: int) -> tuple[str, str]:
+    """The entity that acts on a follow-up: (kind, entity id)."""
+    match intent:
+        case r.FindRider():
+            return "rider_zone", zone_of(intent.request.pickup, zone_resolution)
+        case r.Refund() | r.Settle():
+            return "payment", intent.order_id
+    return "merchant", intent.merchant_id
 
 
 def host_name(kind: str, index: int) -> str:
@@ -204,7 +237,7 @@ class Directory:
         self, kind: str, entity_id: str, message: Message, in_flight: int = MESSAGES_IN_FLIGHT
     ) -> Reply:
         """Deliver a message to the entity's host with whatever else is going there."""
-        name = host_name(kind, host_index(entity_id, host_count(kind, self.settings)))
+        name = host_name(kind, host_of(kind, entity_id, self.settings))
         batcher = self._batchers.get((name, in_flight))
         if batcher is None:
             handle = await self._handle(name)
@@ -215,6 +248,14 @@ class Directory:
 
             batcher = self._batchers[(name, in_flight)] = Batcher(deliver, max_in_flight=in_flight)
         return await batcher.submit(message)
+
+    def post(self, intents: list[r.Intent]) -> list[tuple[str, bytes]]:
+        """The mailbox entries that carry these follow-ups to the entities acting on them."""
+        posted = []
+        for intent in intents:
+            kind, entity_id = destination(intent, self.settings.zone_resolution)
+            posted.append(mail(kind, shard_of(entity_id, self.settings.shards), r.to_wire(intent)))
+        return posted
 
     async def all_hosts(self) -> list[ActorHandle]:
         found = []

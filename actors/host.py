@@ -4,21 +4,31 @@ entity, and the one entry point other processes call, `handle(messages)`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
-from actors.directory import Directory, Message, Reply
+from actors.directory import Directory, Message, Reply, host_name, shards_of_host
+from domain import reactions as r
 from domain.errors import DomainError
+from storage.faults import FaultStore
 from storage.inboxes import InboxStore
+from storage.mailboxes import Entry, MailboxStore
 from storage.metrics import MetricsStore
 from storage.orders import OrderStore
 from storage.redis import ScriptPipeline, Scripts, connect, ping
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# How often a host reads again what it left pending, and how long it waits after its
+# mailboxes could not be read.
+PENDING_PASS_S = 10.0
+MAIL_RETRY_S = 1.0
 
 
 class EntityHost:
@@ -31,7 +41,15 @@ class EntityHost:
     an entity's cached state is dropped after `entity_idle_s` without messages (it is
     reloaded from Redis on the next one), so a host's memory follows its active
     entities, not every entity it ever saw.
+
+    The follow-ups other entities post to this host's shards (`storage/mailboxes.py`)
+    are read by one loop, started with the host, and applied by `react`; each is
+    acknowledged once its effect is stored, so one that a crash interrupts is applied
+    again by the restarted host.
     """
+
+    # The entity kind hosted, which names the mailboxes read and the consumer.
+    KIND: ClassVar[str] = ""
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
         self.settings = settings
@@ -56,6 +74,82 @@ class EntityHost:
         self._caches: list[dict[str, Any]] = []
         self._touched: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.mailboxes = MailboxStore(self.redis)
+        self.faults = FaultStore(self.redis, settings.fault_injection)
+        self.name = host_name(self.KIND or "entity", index)
+        self._mail: asyncio.Task[None] | None = None
+        # The host's own background loops (deadlines, expiries, polls), for `close`.
+        self._loops: list[asyncio.Task[None] | None] = []
+
+    def start(self) -> None:
+        """Start what runs from the host's start: reading its mailboxes. Ray runs an async
+        actor's `__init__` on its loop; outside one (a test) nothing starts."""
+        if not self.KIND:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+
+    async def _read_mail(self) -> None:
+        streams = self.mailboxes.streams(
+            self.KIND, shards_of_host(self.KIND, self.index, self.settings)
+        )
+        # First what this host read before and did not finish (it died, or Redis failed
+        # under it), then new entries, and now and then again what is left pending.
+        pending, since_pass = True, time.monotonic()
+        opened = False
+        while True:
+            try:
+                if not opened:
+                    await self.mailboxes.open(streams)
+                    opened = True
+                entries = await self.mailboxes.read(streams, self.name, pending=pending)
+                done = await self.apply_mail(entries)
+                if pending and len(done) < max(len(entries), 1):
+                    pending, since_pass = False, time.monotonic()
+                elif not pending and time.monotonic() - since_pass > PENDING_PASS_S:
+                    pending = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning(
+                    "%s: reading the mailboxes failed (%r); again in a moment", self.name, err
+                )
+                await asyncio.sleep(MAIL_RETRY_S)
+
+    async def apply_mail(self, entries: list[Entry]) -> list[Entry]:
+        """Apply entries side by side; acknowledge and return those whose effect is stored
+        (a refusal is a final answer too: the follow-up had nothing left to do)."""
+        results = await asyncio.gather(
+            *(self.react(r.from_wire(entry.message)) for entry in entries),
+            return_exceptions=True,
+        )
+        done = []
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, DomainError):
+                log.info("%s: follow-up %s refused: %s", self.name, entry.message, result)
+            elif isinstance(result, BaseException):
+                log.warning("%s: follow-up %s failed: %r", self.name, entry.message, result)
+                continue
+            done.append(entry)
+        await self.mailboxes.done(done)
+        return done
+
+    async def react(self, intent: r.Intent) -> Reply | None:
+        """Apply one follow-up; each kind of host says which it takes."""
+        return DomainError("invalid_request", f"{type(intent).__name__} is not for this host")
+
+    async def close(self) -> None:
+        """Stop the host's loops and let its connections go (tests; Ray kills hosts)."""
+        for task in (self._mail, *self._loops):
+            if task is not None:
+                task.cancel()
+        await self.redis.aclose()
+
+    async def crash_if_armed(self, fault: str) -> None:
+        """Tests only: die here, at once, as a killed process would."""
+        if await self.faults.take(fault):
+            log.error("%s: fault %s armed, crashing", self.name, fault)
+            os._exit(17)
 
     @asynccontextmanager
     async def lock(self, entity_id: str) -> AsyncIterator[None]:

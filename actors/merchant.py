@@ -18,8 +18,7 @@ from actors.directory import (
     Place,
     Reply,
     SetMenuItem,
-    host_count,
-    host_index,
+    host_of,
 )
 from actors.host import EntityHost
 from domain import commands as c
@@ -52,6 +51,8 @@ NewOrder = tuple[datetime, str, str]
 
 
 class MerchantHost(EntityHost):
+    KIND = "merchant"
+
     """Hosts merchant entities.
 
     Concurrency: one `asyncio.Lock` per merchant; a merchant's menu changes, order
@@ -70,7 +71,7 @@ class MerchantHost(EntityHost):
         self.tariff = DeliveryTariff()
         self.merchants = MerchantStore(self.redis, self.scripts)
         self.coupons = CouponStore(self.redis, self.scripts)
-        self.riders = RiderStore(self.redis, self.metrics)
+        self.riders = RiderStore(self.redis, self.scripts)
         self.offers = OfferStore(
             self.redis, self.scripts, self.inboxes, self.metrics, settings.offer_ttl_s
         )
@@ -91,6 +92,8 @@ class MerchantHost(EntityHost):
         # __init__ on its loop.
         with contextlib.suppress(RuntimeError):
             self._deadlines = asyncio.get_running_loop().create_task(self._watch_deadlines())
+        self._loops.append(self._deadlines)
+        self.start()
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
         """As every host, with the new orders of the batch counted once for the metrics."""
@@ -246,12 +249,12 @@ class MerchantHost(EntityHost):
         (order_placed,) = decide(None, command)
         order = place(command)
         if code:
-            await self.coupons.claim(code, order.customer_id)
+            await self.coupons.claim(code, order.customer_id, order.id)
         try:
             await self.orders.commit(None, order, order_placed)
         except DomainError:
             if code:
-                await self.coupons.release(code, order.customer_id)
+                await self.coupons.release(code, order.customer_id, order.id)
             raise
         return order
 
@@ -271,36 +274,37 @@ class MerchantHost(EntityHost):
                     command = replace(command, accept_deadline=deadline)
                 kept = order_id in self._orders
                 try:
-                    order, happened = await self._apply(merchant_id, order_id, command, caller)
+                    order = await self._apply(state, order_id, command, caller)
                 except DomainError:
                     if not kept:
                         raise
                     # The kept copy may be behind Redis (another host wrote meanwhile):
                     # judge the command again on what Redis holds.
                     self._orders.pop(order_id, None)
-                    order, happened = await self._apply(merchant_id, order_id, command, caller)
+                    order = await self._apply(state, order_id, command, caller)
         except DomainError as err:
             return err
-        for event in happened:
-            for intent in r.reactions(order, event, state.merchant):
-                self.spawn(self._follow_up(merchant_id, intent), f"{intent} of {order.id}")
         return order.as_dict()
 
     async def _apply(
-        self, merchant_id: str, order_id: str, command: c.Command, caller: tuple[str, str]
-    ) -> tuple[Order, list[e.Event]]:
+        self, state: MerchantState, order_id: str, command: c.Command, caller: tuple[str, str]
+    ) -> Order:
+        """Decide, and commit each event with the follow-ups it sets going (posted to the
+        mailboxes of the entities that act on them, in the event's own script)."""
+        merchant_id = state.merchant.id
         before = await self._order(order_id)
         if before is None or before.merchant_id != merchant_id:
             raise not_found("order", order_id)
         authorize(before, command, *caller)
         order = before
-        happened = decide(order, command)
-        for event in happened:
+        for event in decide(order, command):
             after = evolve(order, event)
-            await self.orders.commit(order, after, event)
+            follow_ups = self.directory.post(r.reactions(after, event, state.merchant))
+            await self.orders.commit(order, after, event, follow_ups)
+            await self.crash_if_armed(f"crash_after_commit:{event.type}:{merchant_id}")
             order = after
         self._remember(order)
-        return order, happened
+        return order
 
     async def _watch_deadlines(self) -> None:
         """Reject the paid orders their merchants did not answer in time (and refund them)."""
@@ -313,14 +317,13 @@ class MerchantHost(EntityHost):
 
     async def reject_unanswered(self) -> int:
         """One look at the due deadlines of this host's merchants; returns how many closed."""
-        hosts = host_count("merchant", self.settings)
         rejected = 0
         for order_id in await self.orders.past_accept_deadline(time.time(), ACCEPT_DEADLINE_BATCH):
             merchant_id = await self.orders.merchant_of(order_id)
             if merchant_id is None:
                 await self.orders.forget_accept_deadline(order_id)
                 continue
-            if host_index(merchant_id, hosts) != self.index:
+            if host_of("merchant", merchant_id, self.settings) != self.index:
                 continue
             timed_out = c.RejectOrder(at=datetime.now(UTC), reason=MERCHANT_ACCEPT_TIMEOUT)
             reply = await self.act(merchant_id, order_id, timed_out, ("system", "accept_timeout"))
@@ -331,23 +334,22 @@ class MerchantHost(EntityHost):
                 rejected += 1
         return rejected
 
-    async def _follow_up(self, merchant_id: str, intent: r.Intent) -> Reply | None:
-        """Set one follow-up going elsewhere: acceptance, dispatch, refunds, coupons back."""
-        directory = self.directory
+    async def react(self, intent: r.Intent) -> Reply | None:
+        """The follow-ups a merchant's host applies itself, each at most once in effect."""
         match intent:
             case r.Accept():
                 accept = c.AcceptOrder(at=datetime.now(UTC), prep_minutes=intent.prep_minutes)
                 return await self.act(
-                    merchant_id, intent.order_id, accept, ("system", "auto_accept")
+                    intent.merchant_id, intent.order_id, accept, ("system", "auto_accept")
                 )
-            case r.FindRider():
-                zone = zone_of(intent.request.pickup, self.settings.zone_resolution)
-                return await directory.rider_zone(zone).find_rider(intent.request)
-            case r.Refund():
-                payment = directory.payment(intent.order_id)
-                return await payment.refund(intent.amount_fen, intent.refund_no, intent.reason)
+            case r.Cancel():
+                cancel = c.CancelOrder(at=datetime.now(UTC), reason=intent.reason, by="system")
+                return await self.act(
+                    intent.merchant_id, intent.order_id, cancel, ("system", "payments")
+                )
             case r.ReturnCoupon():
-                await self.coupons.release(intent.code, intent.customer_id)
+                await self.coupons.release(intent.code, intent.customer_id, intent.order_id)
+                return None
             case r.FreeRider():
                 seconds = int((datetime.now(UTC) - intent.placed_at).total_seconds())
                 rider_zone = await self.riders.free(intent.rider_id, intent.order_id, seconds)
@@ -355,7 +357,6 @@ class MerchantHost(EntityHost):
                 # A read is far cheaper than a message to the zone's host, and mostly none
                 # wait.
                 if rider_zone and await self.offers.any_waiting(rider_zone):
-                    return await directory.rider_zone(rider_zone).nudge()
-            case r.Settle():
-                return await directory.payment(intent.order_id).settle()
-        return None
+                    return await self.directory.rider_zone(rider_zone).nudge()
+                return None
+        return await super().react(intent)

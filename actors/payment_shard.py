@@ -17,14 +17,14 @@ from actors.directory import (
     Refund,
     Reply,
     Settle,
-    host_count,
-    host_index,
+    host_of,
 )
 from actors.host import EntityHost
 from domain import commands as c
 from domain import events as e
 from domain import ledger
 from domain import payments as p
+from domain import reactions as r
 from domain.errors import DomainError
 from domain.payments import Payment, PaymentStatus, next_check_in, provider_fee_fen
 from domain.pricing import Amounts
@@ -49,6 +49,8 @@ POLL_BATCH = 500
 
 
 class PaymentShardHost(EntityHost):
+    KIND = "payment"
+
     """Hosts payment shards: the payments of the orders that hash to them.
 
     Concurrency: one `asyncio.Lock` per order's payment, so a notification, a poll, a
@@ -82,6 +84,19 @@ class PaymentShardHost(EntityHost):
         # start (and after a restart): Ray runs an async actor's __init__ on its loop.
         with contextlib.suppress(RuntimeError):
             self._ensure_poller()
+        self.start()
+
+    async def react(self, intent: r.Intent) -> Reply | None:
+        """Refunds and settlements that orders' changes posted: once each in effect (by
+        refund number, and the split once per order)."""
+        match intent:
+            case r.Refund():
+                return await self.refund(
+                    intent.order_id, intent.amount_fen, intent.refund_no, intent.reason
+                )
+            case r.Settle():
+                return await self.settle(intent.order_id)
+        return await super().react(intent)
 
     async def receive(self, message: Message) -> Reply:
         match message:
@@ -177,16 +192,14 @@ class PaymentShardHost(EntityHost):
             ("system", "payments"),
         )
         payment = p.evolve(payment, told[0])
-        await self.payments.save(payment)
+        give_back: list[r.Intent] = []
         if isinstance(paid, DomainError):
-            # Money arrived for an order that was closed meanwhile: give it back.
+            # Money arrived for an order that was closed meanwhile: give it back, as a
+            # follow-up saved with the payment.
             log.info("payment for closed order %s: refunding (%s)", payment.order_id, paid.code)
-            self.spawn(
-                self.refund(
-                    payment.order_id, payment.amount_fen, f"{payment.order_id}-late", "closed"
-                ),
-                f"late refund {payment.order_id}",
-            )
+            late = f"{payment.order_id}-late"
+            give_back.append(r.Refund(payment.order_id, payment.amount_fen, late, "closed"))
+        await self.payments.save(payment, self.directory.post(give_back))
         return {"applied": True, "status": "captured"}
 
     # -- refunds ------------------------------------------------------------------
@@ -328,9 +341,8 @@ class PaymentShardHost(EntityHost):
 
     async def poll_once(self) -> int:
         """Ask the provider about this host's orders awaiting payment; returns how many settled."""
-        hosts = host_count("payment", self.settings)
         due = await self.payments.due(time.time(), POLL_BATCH)
-        mine = [oid for oid in due if host_index(oid, hosts) == self.index]
+        mine = [oid for oid in due if host_of("payment", oid, self.settings) == self.index]
         settled = 0
         for order_id in mine:
             async with self.lock(order_id):
@@ -363,11 +375,9 @@ class PaymentShardHost(EntityHost):
             await self._captured(payment, capture)
             return 1
         (closed,) = p.decide(payment, p.Close())
-        await self.payments.close(p.evolve(payment, closed))
+        # The order's cancellation (its stock and coupon back) is posted with the close.
+        cancel: list[r.Intent] = []
         if order_status == "pending_payment":
-            await self.directory.merchant(payment.merchant_id).act(
-                order_id,
-                c.CancelOrder(at=datetime.now(UTC), reason="payment_timeout", by="system"),
-                ("system", "payments"),
-            )
+            cancel.append(r.Cancel(order_id, payment.merchant_id, "payment_timeout"))
+        await self.payments.close(p.evolve(payment, closed), self.directory.post(cancel))
         return 1

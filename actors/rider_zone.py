@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -18,16 +19,16 @@ from actors.directory import (
     Nudge,
     Reply,
     SetStatus,
-    host_count,
-    host_index,
+    host_of,
 )
 from actors.host import EntityHost
 from domain import commands as c
 from domain import events as e
 from domain import offers
+from domain import reactions as r
 from domain.dispatch import Dispatch, RiderPosition, Weights, eta, job_of, rank
 from domain.errors import DomainError, not_found
-from domain.geo import Point, distance_m, zones_at
+from domain.geo import Point, distance_m, zone_of, zones_at
 from domain.offers import Offer
 from domain.orders import Order, ready_at
 from storage.offers import OfferStore
@@ -37,6 +38,9 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRY_WAITING_S = 5.0
+# How often open offers past their time are looked for, and how many per look.
+EXPIRY_CHECK_S = 0.5
+EXPIRY_BATCH = 200
 # Orders a retry round offers again per zone.
 RETRY_BATCH = 50
 
@@ -49,12 +53,17 @@ class ZoneState:
 
 
 class RiderZoneHost(EntityHost):
+    KIND = "rider_zone"
+
     """Hosts rider-zone entities, one per h3 cell.
 
     Concurrency: one `asyncio.Lock` per zone for choosing riders (a zone's dispatches
     run one at a time, so no rider is asked two questions at once), one per offer for
-    its answer and its expiry, one per rider for its position and status. Offer
-    expiry and the retry of orders that found no rider are asyncio timers on this host.
+    its answer and its expiry, one per rider for its position and status. An offer's
+    expiry is a due time in Redis (`offers:expiries`) that the host's watch loop acts
+    on, so it survives the host; the retry of orders that found no rider reads the
+    waiting queues in Redis every few seconds. Orders to dispatch arrive as follow-ups
+    in the zone shards' mailboxes.
     Keeps the zone's online riders in memory (loaded from Redis on first use after a
     start) and persists: `rider:{id}` (position, zone, online, load, deliveries per
     day), `rider:{id}:orders`, `zone:{cell}:riders` (GEO set of online riders),
@@ -66,7 +75,7 @@ class RiderZoneHost(EntityHost):
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.weights = Weights(capacity=settings.rider_capacity)
-        self.riders = RiderStore(self.redis, self.metrics)
+        self.riders = RiderStore(self.redis, self.scripts)
         self.offers = OfferStore(
             self.redis, self.scripts, self.inboxes, self.metrics, settings.offer_ttl_s
         )
@@ -74,6 +83,39 @@ class RiderZoneHost(EntityHost):
         self._zones: dict[str, ZoneState] = self.cache({})
         # Zones whose waiting orders are being offered again after a nudge.
         self._nudged: set[str] = set()
+        self._expiries: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):
+            self._expiries = asyncio.get_running_loop().create_task(self._watch_expiries())
+        self._loops.append(self._expiries)
+        self.start()
+
+    async def react(self, intent: r.Intent) -> Reply | None:
+        """An order to dispatch, as its merchant's acceptance posted it: offered once,
+        however often the follow-up is applied (an open offer or a rider means done)."""
+        if not isinstance(intent, r.FindRider):
+            return await super().react(intent)
+        request = intent.request
+        zone = zone_of(request.pickup, self.settings.zone_resolution)
+        stored = await self.orders.load_raw(request.order_id)
+        if (
+            stored is None
+            or stored.get("rider_id")
+            or stored["status"] not in ("accepted", "ready")
+        ):
+            return None
+        if await self.offers.open_for(request.order_id):
+            return None
+        return await self.dispatch(zone, request)
+
+    async def _watch_expiries(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_S)
+            try:
+                for zone, offer_id in await self.offers.expired(time.time(), EXPIRY_BATCH):
+                    if host_of("rider_zone", zone, self.settings) == self.index:
+                        await self._expire(zone, offer_id)
+            except Exception:
+                log.exception("expiring offers failed")
 
     async def receive(self, message: Message) -> Reply:
         match message:
@@ -240,10 +282,7 @@ class RiderZoneHost(EntityHost):
             dropoff=offer.dropoff,
         )
         await self.offers.open(offer, made)
-        asyncio.get_running_loop().call_later(
-            self.settings.offer_ttl_s,
-            lambda: self.spawn(self._expire(zone, offer.offer_id), f"expire {offer.offer_id}"),
-        )
+        await self.crash_if_armed(f"crash_after_commit:offer:{request.merchant_id}")
         return {
             "order_id": request.order_id,
             "offered_to": rider.rider_id,
@@ -264,6 +303,7 @@ class RiderZoneHost(EntityHost):
         async with self.lock(f"offer:{offer_id}"):
             offer = await self.offers.load(offer_id)
             if offer is None:
+                await self.offers.forget_expiry(zone, offer_id)
                 return {"offer_id": offer_id, "status": "closed"}
             expired = offers.decide(offer, offers.Expire(datetime.now(UTC)))
             if not expired:
@@ -345,7 +385,7 @@ class RiderZoneHost(EntityHost):
                 log.exception("retrying waiting orders failed")
 
     def _mine(self, zone: str) -> bool:
-        return host_index(zone, host_count("rider_zone", self.settings)) == self.index
+        return host_of("rider_zone", zone, self.settings) == self.index
 
     async def _retry_zone(self, zone: str, forget_declines: bool = True) -> None:
         for request in await self.offers.take_waiting(zone, RETRY_BATCH):

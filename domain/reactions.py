@@ -7,8 +7,9 @@ running one again changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from domain import events as e
 from domain.dispatch import Dispatch
@@ -21,6 +22,7 @@ class Accept:
     """An auto-accepting merchant takes a paid order at its usual preparation time."""
 
     order_id: str
+    merchant_id: str
     prep_minutes: int
 
 
@@ -41,13 +43,18 @@ class Refund:
 class ReturnCoupon:
     code: str
     customer_id: str
+    order_id: str
+    merchant_id: str
 
 
 @dataclass(frozen=True)
 class FreeRider:
+    """The delivery is done: the rider carries one order less (its merchant's host does it)."""
+
     rider_id: str
     order_id: str
     placed_at: datetime
+    merchant_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,51 @@ class Settle:
     order_id: str
 
 
-Intent = Accept | FindRider | Refund | ReturnCoupon | FreeRider | Settle
+@dataclass(frozen=True)
+class Cancel:
+    """An unpaid order the provider closed at its payment timeout."""
+
+    order_id: str
+    merchant_id: str
+    reason: str
+
+
+Intent = Accept | FindRider | Refund | ReturnCoupon | FreeRider | Settle | Cancel
+INTENTS: dict[str, type[Intent]] = {
+    cls.__name__: cls
+    for cls in (Accept, FindRider, Refund, ReturnCoupon, FreeRider, Settle, Cancel)
+}
+
+
+def to_wire(intent: Intent) -> dict[str, Any]:
+    """An intent as a mailbox entry carries it (JSON-ready)."""
+    match intent:
+        case FindRider():
+            return {"intent": "FindRider", "request": intent.request.as_dict()}
+        case FreeRider():
+            return {
+                "intent": "FreeRider",
+                "rider_id": intent.rider_id,
+                "order_id": intent.order_id,
+                "placed_at": intent.placed_at.isoformat(),
+                "merchant_id": intent.merchant_id,
+            }
+    return {"intent": type(intent).__name__, **asdict(intent)}
+
+
+def from_wire(d: dict[str, Any]) -> Intent:
+    fields = {k: v for k, v in d.items() if k != "intent"}
+    match d["intent"]:
+        case "FindRider":
+            return FindRider(Dispatch.from_dict(fields["request"]))
+        case "FreeRider":
+            return FreeRider(
+                fields["rider_id"],
+                fields["order_id"],
+                datetime.fromisoformat(fields["placed_at"]),
+                fields["merchant_id"],
+            )
+    return INTENTS[d["intent"]](**fields)  # type: ignore[arg-type]
 
 
 def dispatch_of(order: Order) -> Dispatch:
@@ -79,7 +130,7 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
     """The follow-ups of `event`, which made `order` what it is now."""
     match event:
         case e.OrderPaid() if merchant is not None and merchant.accept_mode == "auto":
-            return [Accept(order.id, merchant.prep_minutes)]
+            return [Accept(order.id, order.merchant_id, merchant.prep_minutes)]
         case e.OrderAccepted():
             return [FindRider(dispatch_of(order))]
         case e.OrderCancelled() | e.OrderRejected():
@@ -89,9 +140,14 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
                     Refund(order.id, event.refund_fen, refund_no(order), order.close_reason or "")
                 )
             if order.coupon_code:
-                intents.append(ReturnCoupon(order.coupon_code, order.customer_id))
+                intents.append(
+                    ReturnCoupon(order.coupon_code, order.customer_id, order.id, order.merchant_id)
+                )
             return intents
         case e.OrderDelivered():
-            return [FreeRider(event.rider_id, order.id, order.placed_at), Settle(order.id)]
+            return [
+                FreeRider(event.rider_id, order.id, order.placed_at, order.merchant_id),
+                Settle(order.id),
+            ]
         case _:
             return []

@@ -72,7 +72,7 @@ class Services:
             settings.payment_poll_s,
         )
         self.merchants = MerchantStore(self.redis, scripts)
-        self.riders = RiderStore(self.redis, self.metrics)
+        self.riders = RiderStore(self.redis, scripts)
         self.offers = OfferStore(
             self.redis, scripts, self.inboxes, self.metrics, settings.offer_ttl_s
         )

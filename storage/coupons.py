@@ -49,14 +49,18 @@ class CouponStore:
             raise DomainError("coupon_unavailable", "no such coupon", code=code)
         return _coupon_from(orjson.loads(raw))
 
-    async def claim(self, code: str, customer_id: str) -> None:
+    async def claim(self, code: str, customer_id: str, order_id: str) -> None:
         outcome = await self.scripts.claim_coupon(
-            keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
+            keys=[keys.coupon(code), keys.coupon_claims(code), keys.coupon_orders(code)],
+            args=[customer_id, order_id],
         )
         if outcome != "ok":
             raise DomainError("coupon_unavailable", f"coupon cannot be used: {outcome}", code=code)
 
-    async def release(self, code: str, customer_id: str) -> None:
-        await self.scripts.release_coupon(
-            keys=[keys.coupon(code), keys.coupon_claims(code)], args=[customer_id]
+    async def release(self, code: str, customer_id: str, order_id: str) -> bool:
+        """Give the order's use back; False if it holds none (it was given back before)."""
+        released = await self.scripts.release_coupon(
+            keys=[keys.coupon(code), keys.coupon_claims(code), keys.coupon_orders(code)],
+            args=[customer_id, order_id],
         )
+        return bool(released)

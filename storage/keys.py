@@ -156,6 +156,30 @@ def notify_channel(inbox_key: str) -> str:
     return f"notify:{inbox_key}"
 
 
+def mailbox(kind: str, shard: int) -> str:
+    """The mailbox of one shard of an entity kind, read by the host that owns the shard."""
+    return f"mailbox:{kind}:{shard}"
+
+
+# Open offers by when they expire (`<zone> <offer id>`), so an expiry survives its host.
+OFFER_EXPIRIES = "offers:expiries"
+
+
+def order_offer(order_id: str) -> str:
+    """The offer open for an order now, if any: one question about an order at a time."""
+    return f"dispatch:{order_id}:offer"
+
+
+def coupon_orders(code: str) -> str:
+    """The orders holding a use of a coupon, so each use goes back once."""
+    return f"coupon:{code}:orders"
+
+
+def fault(name: str) -> str:
+    """A fault armed by a test (`O2O_FAULT_INJECTION` only)."""
+    return f"fault:{name}"
+
+
 def idempotency(scope: str, key: str) -> str:
     return f"idem:{scope}:{key}"
 

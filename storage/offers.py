@@ -57,6 +57,9 @@ class OfferStore:
                 ex=self.offer_ttl_s + KEEP_AFTER_S,
             )
             pipe.set(keys.rider_offer(offer.rider_id), offer.offer_id, ex=self.offer_ttl_s)
+            pipe.set(keys.order_offer(offer.order_id), offer.offer_id, ex=self.offer_ttl_s)
+            # Its expiry is a due time in Redis, not a timer in a host: it survives the host.
+            pipe.zadd(keys.OFFER_EXPIRIES, {_expiry(offer): offer.expires_at.timestamp()})
             pipe.sadd(keys.offer_tried(offer.order_id), offer.rider_id)
             pipe.expire(keys.offer_tried(offer.order_id), TRIED_KEEP_S)
             await self.inboxes.queue_tell(pipe, [("rider", offer.rider_id)], made.as_dict())
@@ -68,6 +71,8 @@ class OfferStore:
         free to be asked again."""
         pipe.set(keys.offer(offer.offer_id), orjson.dumps(offer.as_dict()), keepttl=True)
         pipe.delete(keys.rider_offer(offer.rider_id))
+        pipe.delete(keys.order_offer(offer.order_id))
+        pipe.zrem(keys.OFFER_EXPIRIES, _expiry(offer))
 
     async def close(self, offer: Offer) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -86,6 +91,19 @@ class OfferStore:
             self._queue_close(pipe, offer)
             self.metrics.queue_count(pipe, datetime.now(UTC), offers_accepted=1)
             await pipe.execute()
+
+    async def open_for(self, order_id: str) -> str | None:
+        """The offer open for an order now, if any."""
+        offer_id: str | None = await self.client.get(keys.order_offer(order_id))
+        return offer_id
+
+    async def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Open offers past their expiry, oldest first: (zone, offer id)."""
+        due = await self.client.zrangebyscore(keys.OFFER_EXPIRIES, "-inf", now, start=0, num=limit)
+        return [tuple(member.split(" ", 1)) for member in due]  # type: ignore[misc]
+
+    async def forget_expiry(self, zone: str, offer_id: str) -> None:
+        await self.client.zrem(keys.OFFER_EXPIRIES, f"{zone} {offer_id}")
 
     # -- orders waiting for a rider ---------------------------------------------------
 
@@ -133,3 +151,7 @@ class OfferStore:
             for zone, oldest, count in zip(zones, replies[::2], replies[1::2], strict=True)
             if oldest and count
         }
+
+
+def _expiry(offer: Offer) -> str:
+    return f"{offer.zone} {offer.offer_id}"

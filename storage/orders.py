@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +67,15 @@ class OrderStore:
     async def version(self, order_id: str) -> int:
         return int(await self.client.hget(keys.order(order_id), "version") or 0)
 
-    async def commit(self, before: Order | None, after: Order, event: e.Event) -> None:
-        """Write the new order, move stock, index it and publish the event in one script."""
+    async def commit(
+        self,
+        before: Order | None,
+        after: Order,
+        event: e.Event,
+        mail: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Write the new order, move stock, index it, publish the event and post its
+        follow-ups (`(mailbox, message)`, from `storage.mailboxes.mail`) in one script."""
         stock_sign = 0
         if before is None:
             stock_sign = -1
@@ -108,6 +115,7 @@ class OrderStore:
                 keys.stock(after.merchant_id),
                 *(key for key, _ in indexes),
                 *unindexes,
+                *(mailbox for mailbox, _ in mail),
                 *inboxes,
             ],
             [
@@ -125,6 +133,8 @@ class OrderStore:
                 after.id,
                 *(score for _, score in indexes),
                 len(unindexes),
+                len(mail),
+                *(message for _, message in mail),
                 self.inbox_maxlen,
                 self.retention_ms,
                 orjson.dumps(event.as_dict()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import orjson
 
 from domain.payments import Payment
 from storage import keys
+from storage.mailboxes import MailboxStore
 from storage.metrics import MetricsStore
 from storage.redis import RedisClient
 
@@ -17,6 +19,7 @@ class PaymentStore:
     def __init__(self, client: RedisClient, metrics: MetricsStore) -> None:
         self.client = client
         self.metrics = metrics
+        self.mailboxes = MailboxStore(client)
 
     async def load(self, order_id: str) -> tuple[Payment | None, dict[str, Any] | None]:
         """The order's payment record (None until something happened to it) and the order
@@ -28,8 +31,12 @@ class PaymentStore:
         payment = Payment.from_dict(orjson.loads(raw)) if raw else None
         return payment, (orjson.loads(raw_order) if raw_order else None)
 
-    async def save(self, payment: Payment) -> None:
-        await self.client.set(keys.payment(payment.order_id), orjson.dumps(payment.as_dict()))
+    async def save(self, payment: Payment, mail: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Save the payment, with the follow-ups it sets going (`(mailbox, message)`)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(keys.payment(payment.order_id), orjson.dumps(payment.as_dict()))
+            self.mailboxes.queue_post(pipe, mail)
+            await pipe.execute()
 
     async def captured(self, payment: Payment, newly: bool) -> None:
         """The provider has the money: stop asking it, and count the sale once."""
@@ -53,9 +60,11 @@ class PaymentStore:
     async def no_longer_due(self, order_id: str) -> None:
         await self.client.zrem(keys.PAYMENTS_DUE, order_id)
 
-    async def close(self, payment: Payment) -> None:
-        """Save a payment the provider closed, and stop asking about it, in one step."""
+    async def close(self, payment: Payment, mail: Sequence[tuple[str, bytes]]) -> None:
+        """Save a payment the provider closed, stop asking about it, and post what follows
+        (the order's cancellation), in one step."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(keys.payment(payment.order_id), orjson.dumps(payment.as_dict()))
             pipe.zrem(keys.PAYMENTS_DUE, payment.order_id)
+            self.mailboxes.queue_post(pipe, mail)
             await pipe.execute()

@@ -119,6 +119,7 @@ class Scripts:
         self.release_coupon: AsyncScript = client.register_script(_source("release_coupon"))
         self.append_event: AsyncScript = client.register_script(_source("append_event"))
         self.post_transaction: AsyncScript = client.register_script(_source("post_transaction"))
+        self.free_rider: AsyncScript = client.register_script(_source("free_rider"))
         self.onboard_merchant: AsyncScript = client.register_script(_source("onboard_merchant"))
         self.forget_waiting_zone: AsyncScript = client.register_script(
             _source("forget_waiting_zone")

@@ -12,8 +12,8 @@ from domain.dispatch import RiderPosition, job_of
 from domain.geo import Point
 from domain.orders import Order
 from storage import keys
-from storage.metrics import MetricsStore
-from storage.redis import RedisClient
+from storage.metrics import KEEP_S, minute_of
+from storage.redis import RedisClient, Scripts
 
 # How far a neighbouring zone is searched for riders near a pickup.
 SEARCH_RADIUS_M = 8000
@@ -24,9 +24,9 @@ def delivered_field(at: datetime) -> str:
 
 
 class RiderStore:
-    def __init__(self, client: RedisClient, metrics: MetricsStore) -> None:
+    def __init__(self, client: RedisClient, scripts: Scripts) -> None:
         self.client = client
-        self.metrics = metrics
+        self.scripts = scripts
 
     async def zone_of(self, rider_id: str) -> str | None:
         zone: str | None = await self.client.hget(keys.rider(rider_id), "zone")
@@ -161,17 +161,19 @@ class RiderStore:
         return order
 
     async def free(self, rider_id: str, order_id: str, delivery_seconds: int) -> str | None:
-        """A delivery is done: the rider carries one order less and counts one more today.
+        """A delivery is done: the rider carries one order less and counts one more today,
+        once per order however often this is called.
 
-        Returns the zone the rider is in."""
+        Returns the zone the rider is in (None when the order was freed before)."""
         now = datetime.now(UTC)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(keys.rider(rider_id), "load", -1)
-            pipe.hincrby(keys.rider(rider_id), delivered_field(now), 1)
-            pipe.srem(keys.rider_orders(rider_id), order_id)
-            self.metrics.queue_count(pipe, now, delivered=1, delivery_seconds=delivery_seconds)
-            pipe.hget(keys.rider(rider_id), "zone")
-            *_, zone = await pipe.execute()
+        zone = await self.scripts.free_rider(
+            keys=[
+                keys.rider(rider_id),
+                keys.rider_orders(rider_id),
+                keys.metrics_minute(minute_of(now)),
+            ],
+            args=[order_id, delivered_field(now), delivery_seconds, KEEP_S],
+        )
         return str(zone) if zone else None
 
     async def idle_in(self, zone: str, fresh_after_s: float) -> int:

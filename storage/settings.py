@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     jwt_ttl_s: int = 7 * 24 * 3600
     dev_mode: bool = True
 
+    # Shards per entity kind: an entity belongs to one by hash, each shard to one host.
+    # Fixed for the life of a deployment's data (its mailboxes are named by shard).
+    shards: int = Field(64, ge=1, le=4096)
+    # Tests only: hosts crash at moments a test arms in Redis (`storage/faults.py`).
+    fault_injection: bool = False
     # An entity without messages this long has its cached state dropped from memory.
     entity_idle_s: float = 600.0
     # Host actors per kind; 0 sizes the kind to the CPUs Ray is given: one host of

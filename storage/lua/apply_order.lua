@@ -1,8 +1,10 @@
 -- One order change, its stock movement, its indexes and its events: all or nothing.
--- KEYS: order, stock, <n_idx index zsets>, <n_unidx zsets>, <inbox streams>
+-- KEYS: order, stock, <n_idx index zsets>, <n_unidx zsets>, <n_mail mailboxes>, <inbox streams>
 -- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
---       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, n_unidx, maxlen,
---       retention_ms, event_json, channel prefix
+--       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, n_unidx, n_mail, message*,
+--       maxlen, retention_ms, event_json, channel prefix
+-- Each message is a follow-up the change sets going, posted to the mailbox of the
+-- entity that acts on it: it exists exactly when the change does.
 -- The index zsets (indexes and due-time sets) get the order id as member, each with its
 -- own score; the order leaves the n_unidx zsets (a due time that no longer applies).
 -- include: append_to_inboxes
@@ -42,5 +44,10 @@ for k = 1, n_unidx do
   redis.call('ZREM', KEYS[2 + n_idx + k], member)
 end
 i = i + 1
-append_to_inboxes(3 + n_idx + n_unidx, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+local n_mail = tonumber(ARGV[i])
+for k = 1, n_mail do
+  redis.call('XADD', KEYS[2 + n_idx + n_unidx + k], '*', 'm', ARGV[i + k])
+end
+i = i + 1 + n_mail
+append_to_inboxes(3 + n_idx + n_unidx + n_mail, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
 return {'ok'}

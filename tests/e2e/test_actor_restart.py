@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import ray
 
-from actors.directory import NAMESPACE, host_count, host_index, host_name
+from actors.directory import NAMESPACE, host_name, host_of
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import make_world, pay, status_of
@@ -22,7 +22,7 @@ def test_merchant_host_restarts_and_the_order_goes_on(
     eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
 
     settings = platform.settings
-    index = host_index(world.merchant_id, host_count("merchant", settings))
+    index = host_of("merchant", world.merchant_id, settings)
     host = ray.get_actor(host_name("merchant", index), namespace=NAMESPACE)
     ray.kill(host, no_restart=False)  # a crash: Ray restarts it, its memory is gone
 

@@ -29,11 +29,6 @@ AS_MERCHANT = ("merchant", MERCHANT)
 async def hosts(
     redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[MerchantHost, MerchantHost]]:
-    # Follow-ups call other hosts through Ray; this test is about one host's memory.
-    async def no_follow_up(self: MerchantHost, merchant_id: str, intent: object) -> None:
-        return None
-
-    monkeypatch.setattr(MerchantHost, "_follow_up", no_follow_up)
     settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/2")
     client = connect(settings.effective_redis_url)
     await client.flushdb()
@@ -42,7 +37,7 @@ async def hosts(
     await client.flushdb()
     await client.aclose()
     for host in (first, second):
-        await host.redis.aclose()
+        await host.close()
 
 
 async def placed_order(host: MerchantHost) -> dict[str, Any]:

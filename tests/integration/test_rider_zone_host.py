@@ -30,7 +30,7 @@ async def host(redis_server: EmbeddedRedis) -> AsyncIterator[RiderZoneHost]:
         zones._retry_loop.cancel()
     await client.flushdb()
     await client.aclose()
-    await zones.redis.aclose()
+    await zones.close()
 
 
 def request(order_id: str) -> Dispatch:

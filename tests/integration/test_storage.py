@@ -126,20 +126,26 @@ async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClien
     )
     assert created
 
-    async def claim(customer: str) -> bool:
+    async def claim(customer: str, order: str) -> bool:
         try:
-            await coupons.claim("POOL", customer)
+            await coupons.claim("POOL", customer, order)
         except DomainError:
             return False
         return True
 
     # 1,000 claims at once from 500 customers (each tries twice) on a pool of 100.
-    outcomes = await asyncio.gather(*(claim(f"c{i % 500}") for i in range(1000)))
+    outcomes = await asyncio.gather(*(claim(f"c{i % 500}", f"o{i}") for i in range(1000)))
     assert sum(outcomes) == 100
     assert await client.hget(keys.coupon("POOL"), "remaining") == "0"
     claims = await client.hgetall(keys.coupon_claims("POOL"))
     assert sorted(set(claims.values())) == ["1"]
-    await coupons.release("POOL", next(iter(claims)))
+    holder = next(iter(claims))
+    held = [o for o in await client.smembers(keys.coupon_orders("POOL"))]
+    order = next(f"o{i}" for i in range(1000) if f"c{i % 500}" == holder and f"o{i}" in held)
+    assert await coupons.release("POOL", holder, order) is True
+    assert await client.hget(keys.coupon("POOL"), "remaining") == "1"
+    # Given back once: the same order gives nothing more, however often it asks.
+    assert await coupons.release("POOL", holder, order) is False
     assert await client.hget(keys.coupon("POOL"), "remaining") == "1"
 
 

@@ -1,0 +1,97 @@
+"""Entity shards' mailboxes: Redis streams read by their owning host through a consumer group.
+
+A follow-up that must happen (dispatch an order, refund it, give its coupon back, free
+its rider, settle it) is an entry in the mailbox of the shard of the entity that acts on
+it, written in the same script or transaction as the change that causes it. The owning
+host reads its shards' mailboxes in batches and acknowledges an entry only after its
+effect is stored; entries it read and did not acknowledge (it died, or Redis failed
+under it) stay pending under its name and are read again, at its restart or on its next
+pass over what it left pending. So each follow-up is applied at least once, and the
+receivers apply them idempotently (by order version or business key): exactly once in
+effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from storage import keys
+from storage.redis import RedisClient
+
+GROUP = "hosts"
+# Entries read per call, and how long a read waits for the first (under the command
+# timeout of the connection it holds).
+BATCH = 256
+WAIT_MS = 1000
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    entry_id: str
+    message: dict[str, Any]
+
+
+def mail(kind: str, shard: int, message: dict[str, Any]) -> tuple[str, bytes]:
+    """An entry for the mailbox of `kind`'s shard, as a commit script takes it."""
+    return keys.mailbox(kind, shard), orjson.dumps(message)
+
+
+class MailboxStore:
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+
+    async def open(self, streams: list[str]) -> None:
+        """Make each mailbox and its consumer group if they are not there yet."""
+        for stream in streams:
+            try:
+                await self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    async def read(self, streams: list[str], consumer: str, pending: bool = False) -> list[Entry]:
+        """New entries for `consumer` (waiting up to WAIT_MS for the first), or with
+        `pending` those it read before and did not acknowledge."""
+        if not streams:
+            return []
+        answer = await self.client.xreadgroup(
+            GROUP,
+            consumer,
+            {stream: "0" if pending else ">" for stream in streams},
+            count=BATCH,
+            block=None if pending else WAIT_MS,
+        )
+        entries = []
+        for stream, rows in answer or []:
+            for entry_id, fields in rows:
+                if fields:  # a pending entry deleted meanwhile comes back without fields
+                    entries.append(Entry(stream, entry_id, orjson.loads(fields["m"])))
+        return entries
+
+    async def done(self, entries: list[Entry]) -> None:
+        """Acknowledge entries whose effect is stored."""
+        if not entries:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+                # Acknowledged entries are of no further use: keep the streams short.
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    def streams(self, kind: str, shards: list[int]) -> list[str]:
+        return [keys.mailbox(kind, shard) for shard in shards]
+
+    def queue_post(self, pipe: Any, posted: Sequence[tuple[str, bytes]]) -> None:
+        """Add entries to a MULTI pipeline, so they commit with the change that causes them."""
+        for stream, payload in posted:
+            pipe.xadd(stream, {"m": payload})
