@@ -35,6 +35,8 @@ def platform(
         payment_timeout_s=20,
         # Long enough for every test's merchant to answer, short enough to test.
         merchant_accept_timeout_s=10,
+        # The crash tests arm faults in Redis; nothing fires unless a test armed it.
+        fault_injection=True,
     )
     running = Platform(settings, run_dir)
     running.start()
