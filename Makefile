@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory clean
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory chaos clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Dev mode on loopback: tokens from /v1/auth/dev-token, the default secrets.
 run: $(STAMP)
-	$(BIN)/o2o up
+	$(BIN)/o2o up --dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -53,6 +54,10 @@ bench-nearby: $(STAMP) /usr/bin/wrk
 
 bench-memory: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench_memory
+
+# Kills each part of a running platform under load and prints what it cost.
+chaos: $(STAMP)
+	$(BIN)/python -m loadtests.chaos
 
 bench: $(VENV)/.bench /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench

@@ -23,6 +23,9 @@ console = Console()
 def up(
     seed_city: bool = typer.Option(True, "--seed/--no-seed", help="Seed the demo city."),
     front_door: str = typer.Option("", help="haproxy or proxy (default from settings)."),
+    dev: bool = typer.Option(
+        False, "--dev/--no-dev", help="Dev mode: tokens for anybody, default secrets, loopback."
+    ),
 ) -> None:
     """Start Redis, the sandbox, Ray, the actors and Serve; seed; run until Ctrl-C."""
     from cluster.launcher import Platform
@@ -31,6 +34,8 @@ def up(
     settings = get_settings()
     if front_door:
         settings = settings.model_copy(update={"front_door": front_door})
+    if dev:
+        settings = settings.model_copy(update={"dev_mode": True})
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

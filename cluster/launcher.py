@@ -110,6 +110,7 @@ class Platform:
 
     def _start(self) -> None:
         s = self.settings
+        s.refuse_unsafe()
         raise_open_files_limit()
         if not s.redis_url:
             # Supervised: a server that dies comes back on its own data; with REDIS_URL

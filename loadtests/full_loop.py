@@ -60,6 +60,8 @@ class FullLoop:
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.errors: Counter[str] = Counter()
         self.loops: list[float] = []
+        # Every order the platform acknowledged (201), for checks after the run.
+        self.acknowledged: list[str] = []
         self.delivered_at: list[float] = []
         self.waiting: dict[str, asyncio.Future[None]] = {}
         self.spots: list[tuple[str, float, float]] = []
@@ -280,6 +282,7 @@ class FullLoop:
             if status != 201:
                 await asyncio.sleep(0.2)
                 continue
+            self.acknowledged.append(order["id"])
             waiter = self.waiting[order["id"]] = asyncio.get_running_loop().create_future()
             status, _ = await self.call(
                 "POST", order["payment"]["pay_url"], "POST /pay/{intent_id} (sandbox)"
@@ -350,6 +353,8 @@ class FullLoop:
             "failures": dict(self.errors),
             "steps": steps,
             "driver_cpu_share": round(cpu / wall / (psutil.cpu_count() or 1), 3),
+            "merchant_ids": [merchant_id for merchant_id, _, _ in self.spots],
+            "acknowledged_orders": self.acknowledged,
         }
 
 

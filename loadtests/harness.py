@@ -46,6 +46,7 @@ def fresh_platform(prefix: str, **overrides: Any) -> Iterator[Platform]:
             data_dir=work / "data",
             http_port=free_port(),
             sandbox_port=free_port(),
+            dev_mode=True,
             **overrides,
         )
         platform = Platform(settings, work)

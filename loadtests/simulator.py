@@ -1476,6 +1476,7 @@ def simulate(
                 sandbox_port=free_port(),
                 data_dir=run_dir / "data",
                 dispatch_policy=policy,
+                dev_mode=True,
             )
             platform = Platform(settings, run_dir)
             with console.status(f"starting a platform (dispatch policy {policy})…"):

@@ -55,6 +55,7 @@ def unwrap(reply: Reply) -> dict[str, Any]:
 
 class Services:
     def __init__(self, settings: Settings) -> None:
+        settings.refuse_unsafe()
         self.settings = settings
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         scripts = Scripts(self.redis)

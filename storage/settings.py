@@ -15,6 +15,16 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEV_JWT_SECRET = "dev-secret-change-me-in-production-0123456789"
+DEV_PAYMENT_SECRET = "sandbox-secret-change-me"
+MIN_JWT_SECRET = 32
+MIN_PAYMENT_SECRET = 16
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class UnsafeSettings(ValueError):
+    """Settings the platform refuses to start with."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="O2O_", extra="ignore", populate_by_name=True)
@@ -57,13 +67,16 @@ class Settings(BaseSettings):
 
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8100
-    payment_secret: str = "sandbox-secret-change-me"
+    # The secrets' defaults are for dev mode only: outside it the platform refuses them.
+    payment_secret: str = DEV_PAYMENT_SECRET
     # Where the provider sends its notifications: the platform's own callback route.
     public_url: str = ""
 
-    jwt_secret: str = "dev-secret-change-me-in-production-0123456789"
+    jwt_secret: str = DEV_JWT_SECRET
     jwt_ttl_s: int = 7 * 24 * 3600
-    dev_mode: bool = True
+    # Dev mode mints tokens for anybody (`POST /v1/auth/dev-token`) and accepts the default
+    # secrets: only `make run` and the tests ask for it, and it binds loopback only.
+    dev_mode: bool = False
 
     # Shards per entity kind: an entity belongs to one by hash, each shard to one host.
     # Fixed for the life of a deployment's data (its mailboxes are named by shard).
@@ -111,6 +124,31 @@ class Settings(BaseSettings):
             if getattr(self, count) <= 0:
                 setattr(self, count, per_kind)
         return self
+
+    def refuse_unsafe(self) -> None:
+        """Refuse to start outside dev mode with a default or short secret, and in dev mode
+        to listen anywhere but on loopback (anybody could mint an admin token there)."""
+        problems = []
+        if self.dev_mode:
+            for name, host in (
+                ("O2O_HTTP_HOST", self.http_host),
+                ("O2O_SANDBOX_HOST", self.sandbox_host),
+            ):
+                if host not in LOOPBACK:
+                    problems.append(f"{name}={host}: dev mode listens on loopback only")
+        else:
+            if self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < MIN_JWT_SECRET:
+                problems.append(f"O2O_JWT_SECRET must be a secret of {MIN_JWT_SECRET}+ characters")
+            if (
+                self.payment_secret == DEV_PAYMENT_SECRET
+                or len(self.payment_secret) < MIN_PAYMENT_SECRET
+            ):
+                problems.append(
+                    "O2O_PAYMENT_SECRET must be set to the provider's secret "
+                    f"(at least {MIN_PAYMENT_SECRET} characters)"
+                )
+        if problems:
+            raise UnsafeSettings("; ".join(problems))
 
     @property
     def sandbox_url(self) -> str:

@@ -37,6 +37,7 @@ def platform(
         merchant_accept_timeout_s=10,
         # The crash tests arm faults in Redis; nothing fires unless a test armed it.
         fault_injection=True,
+        dev_mode=True,
     )
     running = Platform(settings, run_dir)
     running.start()
