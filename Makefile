@@ -29,7 +29,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# The page tests drive Debian's Chromium; Playwright's own browsers are never downloaded.
+/usr/bin/chromium:
+	apt-get install -y chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y chromium; }
+
+test: lint /usr/bin/chromium
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)

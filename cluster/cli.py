@@ -59,6 +59,9 @@ def up(
             )
             for who, token in report.tokens.items():
                 console.print(f"[dim]{who}:[/] {token}", soft_wrap=True)
+            if settings.dev_mode:
+                dashboard = f"{platform.url}/dashboard?token={report.tokens['admin']}"
+                console.print(f"dashboard: {dashboard}", soft_wrap=True)
         console.print("[green]running[/] — Ctrl-C stops everything")
         stop.wait()
     finally:
@@ -73,6 +76,8 @@ def _print_urls(settings: Settings, api_url: str) -> None:
     table.add_column("where")
     table.add_row("HTTP API", api_url)
     table.add_row("OpenAPI", f"{api_url}/docs")
+    table.add_row("operations dashboard", f"{api_url}/dashboard")
+    table.add_row("terminals (demo city)", f"{api_url}/terminals")
     table.add_row("payment sandbox", settings.sandbox_url)
     table.add_row("Redis", settings.effective_redis_url)
     table.add_row("front door", settings.front_door)

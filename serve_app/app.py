@@ -12,7 +12,18 @@ from fastapi import FastAPI
 from ray import serve
 
 from serve_app import errors, services
-from serve_app.routes import admin, auth, backoffice, health, merchants, orders, payments, riders
+from serve_app.routes import (
+    admin,
+    auth,
+    backoffice,
+    city,
+    health,
+    merchants,
+    orders,
+    pages,
+    payments,
+    riders,
+)
 from serve_app.routes import sync as sync_routes
 from storage.settings import Settings
 
@@ -22,7 +33,19 @@ api = FastAPI(
     description="Same-city delivery: merchants, orders, payments, riders and live sync.",
 )
 errors.install(api)
-for module in (health, auth, merchants, orders, backoffice, riders, payments, admin, sync_routes):
+for module in (
+    health,
+    auth,
+    merchants,
+    orders,
+    backoffice,
+    riders,
+    payments,
+    admin,
+    sync_routes,
+    city,
+    pages,
+):
     api.include_router(module.router)
 
 

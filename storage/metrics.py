@@ -110,3 +110,17 @@ class MetricsStore:
             "repeat_purchase_rate": round(repeaters / customers, 3) if customers else None,
             "zone_orders": dict(zones.most_common(20)),
         }
+
+    async def per_minute(self, now: datetime, minutes: int) -> list[tuple[int, dict[str, int]]]:
+        """Each minute's counters over the last `minutes` minutes, oldest first; a quiet
+        minute has an empty row, so a chart of them has no gaps."""
+        last = minute_of(now)
+        span = range(last - minutes + 1, last + 1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in span:
+                pipe.hgetall(keys.metrics_minute(minute))
+            rows = await pipe.execute()
+        return [
+            (minute, {k: int(v) for k, v in row.items()})
+            for minute, row in zip(span, rows, strict=True)
+        ]
