@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from domain.dispatch import Dispatch
-from domain.errors import DomainError, forbidden
+from domain.errors import DomainError, not_found
 from domain.geo import Point
 
 
@@ -132,7 +132,8 @@ def decide(offer: Offer, command: OfferCommand) -> list[OfferEvent]:
     match command:
         case Answer():
             if offer.rider_id != command.rider_id:
-                raise forbidden("this offer was made to another rider")
+                # Another party's object looks like no object at all, as orders do.
+                raise not_found("offer", offer.offer_id)
             if offer.status != OfferStatus.OPEN:
                 raise DomainError("offer_closed", f"the offer is {offer.status.value}")
             if command.at >= offer.expires_at:

@@ -57,10 +57,10 @@ def test_an_answer_at_or_after_the_deadline_expires_the_offer(after: timedelta) 
     assert refusal is not None and refusal.code == "offer_closed"
 
 
-def test_another_rider_cannot_answer() -> None:
+def test_another_riders_offer_is_as_if_it_did_not_exist() -> None:
     with pytest.raises(DomainError) as err:
         decide(OFFER, Answer("r-2", True, NOW))
-    assert err.value.code == "forbidden"
+    assert err.value.code == "offer_not_found"
 
 
 def test_a_closed_offer_stays_closed() -> None:
