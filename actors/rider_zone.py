@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from actors.directory import (
     AnswerOffer,
@@ -198,7 +199,7 @@ class RiderZoneHost(EntityHost):
             if stored is None:
                 continue
             order = Order.from_dict(stored)
-            new_eta = _eta_of(order, at)
+            new_eta = _eta_of(order, stored, at)
             located = e.RiderLocated(
                 order_id=order_id,
                 version=order.version,
@@ -353,7 +354,7 @@ class RiderZoneHost(EntityHost):
             await self.offers.close(offers.evolve(offer, withdrawn[0]) if withdrawn else offer)
             return assigned
         at = await self._position(zone, offer.rider_id)
-        first_eta = _eta_of(Order.from_dict(assigned), at) if at else None
+        first_eta = _eta_of(Order.from_dict(assigned), assigned, at) if at else None
         await self.offers.accepted(offer, first_eta)
         # Answered, the rider can be asked again (up to its capacity).
         await self.nudge(zone)
@@ -413,5 +414,6 @@ class RiderZoneHost(EntityHost):
         return {"zone": zone}
 
 
-def _eta_of(order: Order, rider_at: Point) -> dict[str, str]:
-    return eta(rider_at, job_of(order), datetime.now(UTC), ready_at(order)).as_dict()
+def _eta_of(order: Order, stored: dict[str, Any], rider_at: Point) -> dict[str, str]:
+    """`order` and `stored` are one order, parsed and as stored."""
+    return eta(rider_at, job_of(stored), datetime.now(UTC), ready_at(order)).as_dict()

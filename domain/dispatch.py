@@ -13,13 +13,13 @@ Two policies:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from domain.geo import Point, distance_m
-from domain.orders import Order, OrderStatus
+from domain.orders import OrderStatus
 
 # A rider not heard from for this long is not offered orders, nor counted as idle.
 STALE_AFTER = timedelta(seconds=60)
@@ -37,14 +37,17 @@ class Job:
     picked_up: bool = False
 
 
-def job_of(order: Order) -> Job:
-    """An order as the job of the rider carrying it."""
+def job_of(stored: Mapping[str, Any]) -> Job:
+    """An order in its stored form (`Order.as_dict()`) as the job of the rider carrying it.
+
+    Dispatch weighs the jobs of a dozen riders per order: reading four fields of the
+    stored form is far cheaper than rebuilding each whole order."""
     return Job(
-        order_id=order.id,
-        merchant_id=order.merchant_id,
-        pickup=order.pickup,
-        dropoff=order.dropoff,
-        picked_up=order.status == OrderStatus.PICKED_UP,
+        order_id=stored["id"],
+        merchant_id=stored["merchant_id"],
+        pickup=Point(stored["pickup"]["lat"], stored["pickup"]["lng"]),
+        dropoff=Point(stored["delivery"]["lat"], stored["delivery"]["lng"]),
+        picked_up=stored["status"] == OrderStatus.PICKED_UP,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from serve_app import auth
 from serve_app.auth import Caller
@@ -29,8 +29,9 @@ async def caller(request: Request) -> Caller:
     return auth.decode(secret, auth.bearer(request.headers.get("authorization")))
 
 
-def _role(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
-    async def check(who: Caller = Depends(caller)) -> Caller:
+def _role(*roles: str) -> Callable[[Request], Awaitable[Caller]]:
+    async def check(request: Request) -> Caller:
+        who = await caller(request)
         who.require(*roles)
         return who
 

@@ -10,7 +10,6 @@ import orjson
 
 from domain.dispatch import RiderPosition, job_of
 from domain.geo import Point
-from domain.orders import Order
 from storage import keys
 from storage.metrics import KEEP_S, minute_of
 from storage.redis import RedisClient, Scripts
@@ -116,14 +115,14 @@ class RiderStore:
                 pipe.exists(keys.rider_offer(rid))
             rows = await pipe.execute()
         carried = sorted({oid for i in range(1, len(rows), 3) for oid in rows[i]})
-        orders: dict[str, Order] = {}
+        orders: dict[str, dict[str, Any]] = {}
         if carried:
             async with self.client.pipeline(transaction=False) as pipe:
                 for oid in carried:
                     pipe.hget(keys.order(oid), "json")
                 for oid, raw in zip(carried, await pipe.execute(), strict=True):
                     if raw:
-                        orders[oid] = Order.from_dict(orjson.loads(raw))
+                        orders[oid] = orjson.loads(raw)
         riders = []
         for n, rid in enumerate(rider_ids):
             lat, lng, seen_at, online, load, delivered = rows[3 * n]
