@@ -417,7 +417,8 @@ export class CanvasMap {
     this.ctx.fillRect(x - size / 2, y - size / 2, size, size);
   }
 
-  line(points, stroke, width = 1, dash = []) {
+  // One path through the points, for a line or a polygon to stroke or fill.
+  trace(points) {
     const ctx = this.ctx;
     ctx.beginPath();
     points.forEach(([lat, lng], i) => {
@@ -425,6 +426,11 @@ export class CanvasMap {
       if (i === 0) ctx.moveTo(x, y);
       else ctx.lineTo(x, y);
     });
+    return ctx;
+  }
+
+  line(points, stroke, width = 1, dash = []) {
+    const ctx = this.trace(points);
     ctx.setLineDash(dash);
     ctx.lineWidth = width;
     ctx.strokeStyle = stroke;
@@ -433,13 +439,7 @@ export class CanvasMap {
   }
 
   polygon(points, fill, stroke, width = 1) {
-    const ctx = this.ctx;
-    ctx.beginPath();
-    points.forEach(([lat, lng], i) => {
-      const [x, y] = this.project(lat, lng);
-      if (i === 0) ctx.moveTo(x, y);
-      else ctx.lineTo(x, y);
-    });
+    const ctx = this.trace(points);
     ctx.closePath();
     if (fill) {
       ctx.fillStyle = fill;

@@ -230,13 +230,15 @@ async function chooseMerchant(merchant) {
 
 async function loadMenu() {
   const c = customer;
-  const typed = new Map(
-    [...c.section.querySelectorAll(".items input")].map((i) => [i.dataset.item, i.value]),
-  );
   try {
     const menu = await call("GET", `/v1/merchants/${encodeURIComponent(c.merchant.id)}/menu`, {
       token: c.token,
     });
+    // What the customer typed is read once the menu is back, not before: typing goes
+    // on while it loads, and the new rows must keep the latest.
+    const typed = new Map(
+      [...c.section.querySelectorAll(".items input")].map((i) => [i.dataset.item, i.value]),
+    );
     c.menuVersion = menu.menu_version;
     const rows = menu.items.map((item) => {
       const soldOut = !item.available || item.stock <= 0;

@@ -10,27 +10,14 @@ import httpx
 
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api, eventually, unique
-from tests.e2e.world import events_of, make_world, pay, status_of
+from tests.e2e.world import events_of, make_world, one_use_coupon, pay, status_of
 
 
 def test_an_unanswered_paid_order_is_rejected_and_refunded_at_its_deadline(
     login: Callable[[str, str], Api], platform: Platform
 ) -> None:
     world = make_world(login, stock=5)
-    code = unique("SLOW").upper()
-    coupon = world.admin.post(
-        "/v1/admin/coupons",
-        json={
-            "code": code,
-            "discount_fen": 500,
-            "min_spend_fen": 0,
-            "total": 1,
-            "per_customer_limit": 1,
-            "starts_at": "2026-01-01T00:00:00Z",
-            "ends_at": "2099-01-01T00:00:00Z",
-        },
-    )
-    assert coupon.status_code == 201, coupon.text
+    code = one_use_coupon(world, discount_fen=500)
     order = world.customer.post("/v1/orders", json=world.order_body(qty=2, coupon_code=code)).json()
     assert world.stock() == 3
     pay(order)

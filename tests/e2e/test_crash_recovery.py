@@ -27,6 +27,7 @@ from tests.e2e.world import (
     events_of,
     make_world,
     offer_for,
+    one_use_coupon,
     paid_order,
     pay,
     status_of,
@@ -75,24 +76,6 @@ def retried(call: Callable[[], httpx.Response], ok: int = 200) -> httpx.Response
     answer = eventually(attempt, timeout_s=60, what="an answer after the restart")
     assert answer.status_code == ok, answer.text
     return answer
-
-
-def coupon(world: World, total: int = 1) -> str:
-    code = unique("CRASH").upper()
-    made = world.admin.post(
-        "/v1/admin/coupons",
-        json={
-            "code": code,
-            "discount_fen": 300,
-            "min_spend_fen": 0,
-            "total": total,
-            "per_customer_limit": 1,
-            "starts_at": "2026-01-01T00:00:00Z",
-            "ends_at": "2099-01-01T00:00:00Z",
-        },
-    )
-    assert made.status_code == 201, made.text
-    return code
 
 
 def coupon_is_free_again(world: World, login: Callable[[str, str], Api], code: str) -> bool:
@@ -176,7 +159,7 @@ def test_a_closed_order_is_refunded_and_its_coupon_given_back(
     how: str, login: Callable[[str, str], Api], store: redis.Redis, platform: Platform
 ) -> None:
     world = make_world(login, stock=5)
-    code = coupon(world)
+    code = one_use_coupon(world, discount_fen=300)
     order = world.customer.post("/v1/orders", json=world.order_body(qty=2, coupon_code=code)).json()
     pay(order)
     eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
@@ -243,7 +226,7 @@ def test_a_merchant_that_never_answers_is_timed_out_and_refunded(
     login: Callable[[str, str], Api], store: redis.Redis, platform: Platform
 ) -> None:
     world = make_world(login, stock=4)
-    code = coupon(world)
+    code = one_use_coupon(world, discount_fen=300)
     order = world.customer.post("/v1/orders", json=world.order_body(coupon_code=code)).json()
     fault = arm(store, "order_rejected", world)
     pay(order)

@@ -149,3 +149,22 @@ def delivered_order(world: World, qty: int = 1) -> dict[str, Any]:
     for step in ("pickup", "deliver"):
         assert world.rider.post(f"/v1/rider/orders/{order['id']}/{step}").status_code == 200
     return order
+
+
+def one_use_coupon(world: World, discount_fen: int) -> str:
+    """A fresh platform coupon with a single use, so a test can see that use come back."""
+    code = unique("ONCE").upper()
+    made = world.admin.post(
+        "/v1/admin/coupons",
+        json={
+            "code": code,
+            "discount_fen": discount_fen,
+            "min_spend_fen": 0,
+            "total": 1,
+            "per_customer_limit": 1,
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert made.status_code == 201, made.text
+    return code
