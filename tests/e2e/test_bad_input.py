@@ -12,9 +12,21 @@ from cluster.launcher import Platform
 from tests.e2e.conftest import Api
 from tests.e2e.world import World, make_world
 
-# Written in the background by dispatch timers of earlier tests; none of the requests
-# below can touch them.
-BACKGROUND = ("offer:", "dispatch:", "inbox:rider:", "inbox:ops:", "rider:", "zone:")
+# Written in the background by the timers and follow-ups of earlier tests (dispatch,
+# offer expiry, the payment poller's due times, accept deadlines, mailboxes); none of
+# the requests below can touch them, and each order they could make is checked itself.
+BACKGROUND = (
+    "offer:",
+    "offers:expiries",
+    "dispatch:",
+    "inbox:rider:",
+    "inbox:ops:",
+    "rider:",
+    "zone:",
+    "payments:pending",
+    "orders:accept_deadlines",
+    "mailbox:",
+)
 
 
 def snapshot(store: redis.Redis) -> dict[str, Any]:
