@@ -31,6 +31,7 @@ from domain.geo import zone_of
 from domain.reactions import Refund, Settle
 from storage.batching import Batcher
 from storage.mailboxes import mail
+from storage.provider import Checkout
 from storage.settings import Settings
 
 NAMESPACE = "o2o"
@@ -84,6 +85,16 @@ def destination(intent: r.Intent, zone_resolution: int) -> tuple[str, str]:
         case r.Refund() | r.Settle():
             return "payment", intent.order_id
     return "merchant", intent.merchant_id
+
+
+def checkout_for(settings: Settings) -> Checkout:
+    """The pay-link signer every process builds the same from the settings."""
+    return Checkout(
+        settings.payment_secret,
+        settings.sandbox_url,
+        settings.notify_url,
+        settings.payment_timeout_s,
+    )
 
 
 def host_name(kind: str, index: int) -> str:

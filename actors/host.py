@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -88,6 +88,21 @@ class EntityHost:
             return
         with contextlib.suppress(RuntimeError):
             self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+
+    def every(self, interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        """Run `step` every `interval_s` from the host's start (a failed step is logged and
+        the next one runs): the host's watch over due times in Redis."""
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await step()
+                except Exception:
+                    log.exception("%s: %s failed", self.name, what)
+
+        with contextlib.suppress(RuntimeError):
+            self._loops.append(asyncio.get_running_loop().create_task(watch()))
 
     async def _read_mail(self) -> None:
         streams = self.mailboxes.streams(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from actors.directory import (
     Place,
     Reply,
     SetMenuItem,
+    checkout_for,
     host_of,
 )
 from actors.host import EntityHost
@@ -33,7 +33,6 @@ from domain.pricing import DeliveryTariff
 from storage.coupons import CouponStore
 from storage.merchants import MerchantState, MerchantStore
 from storage.offers import OfferStore
-from storage.provider import Checkout
 from storage.riders import RiderStore
 from storage.settings import Settings
 
@@ -75,24 +74,15 @@ class MerchantHost(EntityHost):
         self.offers = OfferStore(
             self.redis, self.scripts, self.inboxes, self.metrics, settings.offer_ttl_s
         )
-        self.checkout = Checkout(
-            settings.payment_secret,
-            settings.sandbox_url,
-            settings.notify_url,
-            settings.payment_timeout_s,
-        )
+        self.checkout = checkout_for(settings)
         self._state: dict[str, MerchantState] = self.cache({})
         # Orders under way, most recently used last. This host is the only writer of
         # its merchants' orders, and every write is guarded by the order's version, so
         # a copy here saves a read per command and a stale one fails safe.
         self._orders: OrderedDict[str, Order] = OrderedDict()
-        self._deadlines: asyncio.Task[None] | None = None
         # Paid orders may be waiting on this host's merchants from before a restart, so
-        # their deadlines are watched from the start: Ray runs an async actor's
-        # __init__ on its loop.
-        with contextlib.suppress(RuntimeError):
-            self._deadlines = asyncio.get_running_loop().create_task(self._watch_deadlines())
-        self._loops.append(self._deadlines)
+        # their deadlines are watched from the start.
+        self.every(ACCEPT_DEADLINE_CHECK_S, "checking accept deadlines", self.reject_unanswered)
         self.start()
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
@@ -306,17 +296,9 @@ class MerchantHost(EntityHost):
         self._remember(order)
         return order
 
-    async def _watch_deadlines(self) -> None:
-        """Reject the paid orders their merchants did not answer in time (and refund them)."""
-        while True:
-            await asyncio.sleep(ACCEPT_DEADLINE_CHECK_S)
-            try:
-                await self.reject_unanswered()
-            except Exception:
-                log.exception("checking accept deadlines failed")
-
     async def reject_unanswered(self) -> int:
-        """One look at the due deadlines of this host's merchants; returns how many closed."""
+        """Reject the paid orders this host's merchants did not answer in time (and so
+        refund them): one look at the due deadlines; returns how many closed."""
         rejected = 0
         for order_id in await self.orders.past_accept_deadline(time.time(), ACCEPT_DEADLINE_BATCH):
             merchant_id = await self.orders.merchant_of(order_id)

@@ -17,6 +17,7 @@ from actors.directory import (
     Refund,
     Reply,
     Settle,
+    checkout_for,
     host_of,
 )
 from actors.host import EntityHost
@@ -33,7 +34,6 @@ from storage.ledger import LedgerStore
 from storage.merchants import MerchantStore
 from storage.payments import PaymentStore
 from storage.provider import (
-    Checkout,
     ProviderClient,
     ProviderError,
     SignatureError,
@@ -73,12 +73,7 @@ class PaymentShardHost(EntityHost):
         self.ledger = LedgerStore(self.redis, self.scripts)
         self.merchants = MerchantStore(self.redis, self.scripts)
         self.provider = ProviderClient(settings.sandbox_url)
-        self.checkout = Checkout(
-            settings.payment_secret,
-            settings.sandbox_url,
-            settings.notify_url,
-            settings.payment_timeout_s,
-        )
+        self.checkout = checkout_for(settings)
         self._poller: asyncio.Task[None] | None = None
         # Orders are placed without a word to this host, so it must poll from the
         # start (and after a restart): Ray runs an async actor's __init__ on its loop.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -84,10 +83,7 @@ class RiderZoneHost(EntityHost):
         self._zones: dict[str, ZoneState] = self.cache({})
         # Zones whose waiting orders are being offered again after a nudge.
         self._nudged: set[str] = set()
-        self._expiries: asyncio.Task[None] | None = None
-        with contextlib.suppress(RuntimeError):
-            self._expiries = asyncio.get_running_loop().create_task(self._watch_expiries())
-        self._loops.append(self._expiries)
+        self.every(EXPIRY_CHECK_S, "expiring offers", self.expire_due)
         self.start()
 
     async def react(self, intent: r.Intent) -> Reply | None:
@@ -108,15 +104,11 @@ class RiderZoneHost(EntityHost):
             return None
         return await self.dispatch(zone, request)
 
-    async def _watch_expiries(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_CHECK_S)
-            try:
-                for zone, offer_id in await self.offers.expired(time.time(), EXPIRY_BATCH):
-                    if host_of("rider_zone", zone, self.settings) == self.index:
-                        await self._expire(zone, offer_id)
-            except Exception:
-                log.exception("expiring offers failed")
+    async def expire_due(self) -> None:
+        """Close this host's open offers past their time, and ask the next rider."""
+        for zone, offer_id in await self.offers.expired(time.time(), EXPIRY_BATCH):
+            if host_of("rider_zone", zone, self.settings) == self.index:
+                await self._expire(zone, offer_id)
 
     async def receive(self, message: Message) -> Reply:
         match message:

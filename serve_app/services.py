@@ -16,7 +16,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from actors.directory import Directory, Reply
+from actors.directory import Directory, Reply, checkout_for
 from domain import commands as c
 from domain.errors import DomainError, invalid, not_found
 from serve_app import views
@@ -29,7 +29,6 @@ from storage.merchants import MerchantStore
 from storage.metrics import MetricsStore
 from storage.offers import OfferStore
 from storage.orders import OrderStore
-from storage.provider import Checkout
 from storage.redis import Scripts, connect, ping
 from storage.riders import RiderStore
 from storage.settings import Settings
@@ -80,12 +79,7 @@ class Services:
         self.coupons = CouponStore(self.redis, scripts)
         self.ledger = LedgerStore(self.redis, scripts)
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_ttl_s)
-        self.checkout = Checkout(
-            settings.payment_secret,
-            settings.sandbox_url,
-            settings.notify_url,
-            settings.payment_timeout_s,
-        )
+        self.checkout = checkout_for(settings)
         self._merchant_of: dict[str, str] = {}
 
     async def redis_answers(self) -> None:
