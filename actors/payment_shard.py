@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, date, datetime
@@ -74,11 +72,9 @@ class PaymentShardHost(EntityHost):
         self.merchants = MerchantStore(self.redis, self.scripts)
         self.provider = ProviderClient(settings.sandbox_url)
         self.checkout = checkout_for(settings)
-        self._poller: asyncio.Task[None] | None = None
         # Orders are placed without a word to this host, so it must poll from the
-        # start (and after a restart): Ray runs an async actor's __init__ on its loop.
-        with contextlib.suppress(RuntimeError):
-            self._ensure_poller()
+        # start (and after a restart).
+        self.every(settings.payment_poll_s, "payment poll", self.poll_once)
         self.start()
 
     async def react(self, intent: r.Intent) -> Reply | None:
@@ -125,10 +121,6 @@ class PaymentShardHost(EntityHost):
         )
         return fresh, order
 
-    def _ensure_poller(self) -> None:
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.get_running_loop().create_task(self._poll_forever())
-
     # -- notifications ------------------------------------------------------------
 
     async def notify(self, body: bytes, signature: str | None) -> Reply:
@@ -146,7 +138,6 @@ class PaymentShardHost(EntityHost):
             amount = int(notice["amount_fen"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return DomainError("invalid_request", "malformed notification")
-        self._ensure_poller()
         async with self.lock(order_id):
             payment, _ = await self._load(order_id)
             if payment is None:
@@ -325,14 +316,6 @@ class PaymentShardHost(EntityHost):
         return {"date": day.isoformat(), **report}
 
     # -- lost notifications and abandoned intents ---------------------------------
-
-    async def _poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.payment_poll_s)
-            try:
-                await self.poll_once()
-            except Exception:
-                log.exception("payment poll failed")
 
     async def poll_once(self) -> int:
         """Ask the provider about this host's orders awaiting payment; returns how many settled."""
