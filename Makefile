@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory chaos clean
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation chaos clean test-cluster chaos-cluster
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -33,8 +33,19 @@ lint: $(STAMP)
 /usr/bin/chromium:
 	apt-get install -y chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y chromium; }
 
+# The order loop, payments, sync, dispatch and the durable reactions run a second time
+# on a Valkey cluster of three primaries with a replica each (tests/e2e/conftest.py).
+CLUSTER_SUITE := tests/e2e/test_order_loop.py tests/e2e/test_payments.py \
+	tests/e2e/test_sync.py tests/e2e/test_dispatch.py tests/e2e/test_crash_recovery.py \
+	tests/e2e/test_cancel_and_reject.py tests/e2e/test_accept_timeout.py \
+	tests/e2e/test_full_loop.py tests/e2e/test_personal_data.py
+
 test: lint /usr/bin/chromium
 	$(BIN)/pytest -q -p no:cacheprovider
+	O2O_TEST_REDIS=cluster $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_SUITE)
+
+test-cluster: $(STAMP)
+	O2O_TEST_REDIS=cluster $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_SUITE)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
@@ -59,9 +70,17 @@ bench-nearby: $(STAMP) /usr/bin/wrk
 bench-memory: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench_memory
 
+# A flooding client and a slow merchant beside everybody else's placements, and a drain.
+bench-isolation: $(STAMP) /usr/bin/wrk
+	$(BIN)/python -m loadtests.bench_isolation
+
 # Kills each part of a running platform under load and prints what it cost.
 chaos: $(STAMP)
 	$(BIN)/python -m loadtests.chaos
+
+# The same on a Valkey cluster: a primary killed under load, its replica takes over.
+chaos-cluster: $(STAMP)
+	$(BIN)/python -m loadtests.chaos --cluster
 
 bench: $(VENV)/.bench /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench

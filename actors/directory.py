@@ -29,6 +29,7 @@ from domain.dispatch import Dispatch
 from domain.errors import DomainError
 from domain.geo import zone_of
 from domain.reactions import Refund, Settle
+from storage import keys
 from storage.batching import Batcher
 from storage.mailboxes import mail
 from storage.provider import Checkout
@@ -57,10 +58,10 @@ def host_index(entity_id: str, hosts: int) -> int:
     return max(range(hosts), key=weight)
 
 
-def shard_of(entity_id: str, shards: int) -> int:
-    """The shard an entity belongs to: fixed for the life of the data (mailboxes by shard)."""
-    digest = hashlib.blake2b(entity_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
+def shard_for(kind: str, entity_id: str) -> int:
+    """The shard an entity belongs to (`storage/keys.py`): a payment is in the shard its
+    order's id names, every other entity in the one its id hashes to."""
+    return keys.order_shard(entity_id) if kind == "payment" else keys.shard_of(entity_id)
 
 
 def host_of_shard(kind: str, shard: int, hosts: int) -> int:
@@ -69,12 +70,12 @@ def host_of_shard(kind: str, shard: int, hosts: int) -> int:
 
 def host_of(kind: str, entity_id: str, settings: Settings) -> int:
     """The host that owns the entity's shard, and so takes every message to the entity."""
-    return host_of_shard(kind, shard_of(entity_id, settings.shards), host_count(kind, settings))
+    return host_of_shard(kind, shard_for(kind, entity_id), host_count(kind, settings))
 
 
 def shards_of_host(kind: str, index: int, settings: Settings) -> list[int]:
     hosts = host_count(kind, settings)
-    return [s for s in range(settings.shards) if host_of_shard(kind, s, hosts) == index]
+    return [s for s in range(keys.SHARDS) if host_of_shard(kind, s, hosts) == index]
 
 
 def destination(intent: r.Intent, zone_resolution: int) -> tuple[str, str]:
@@ -265,7 +266,7 @@ class Directory:
         posted = []
         for intent in intents:
             kind, entity_id = destination(intent, self.settings.zone_resolution)
-            posted.append(mail(kind, shard_of(entity_id, self.settings.shards), r.to_wire(intent)))
+            posted.append(mail(kind, shard_for(kind, entity_id), r.to_wire(intent)))
         return posted
 
     async def all_hosts(self) -> list[ActorHandle]:

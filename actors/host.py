@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -15,12 +16,16 @@ from typing import Any, ClassVar
 from actors.directory import Directory, Message, Reply, host_name, shards_of_host
 from domain import reactions as r
 from domain.errors import DomainError
+from storage import keys
 from storage.faults import FaultStore
 from storage.inboxes import InboxStore
-from storage.mailboxes import Entry, MailboxStore
+from storage.mailboxes import BATCH as MAIL_BATCH
+from storage.mailboxes import Doorbell, Entry, MailboxStore
 from storage.metrics import MetricsStore
 from storage.orders import OrderStore
+from storage.outbox import Relay
 from storage.redis import ScriptPipeline, Scripts, connect, ping
+from storage.sealing import Sealer
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,10 @@ log = logging.getLogger(__name__)
 # mailboxes could not be read.
 PENDING_PASS_S = 10.0
 MAIL_RETRY_S = 1.0
+# How long the mail reader waits for a bell before it looks at every mailbox anyway.
+MAIL_IDLE_S = 1.0
+# How often a host relays what its shards' outboxes still hold.
+OUTBOX_SWEEP_S = 1.0
 
 
 class EntityHost:
@@ -61,6 +70,9 @@ class EntityHost:
         self.inboxes = InboxStore(
             self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
         )
+        self.relay = Relay(
+            self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
+        )
         self.orders = OrderStore(
             self.redis,
             self.scripts,
@@ -68,6 +80,8 @@ class EntityHost:
             settings.inbox_retention_s,
             settings.payment_poll_s,
             ScriptPipeline(self.redis),
+            self.relay,
+            Sealer(settings.data_key),
         )
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -77,6 +91,7 @@ class EntityHost:
         self.mailboxes = MailboxStore(self.redis)
         self.faults = FaultStore(self.redis, settings.fault_injection)
         self.name = host_name(self.KIND or "entity", index)
+        self.shards = shards_of_host(self.KIND, index, settings) if self.KIND else []
         self._mail: asyncio.Task[None] | None = None
         # The host's own background loops (deadlines, expiries, polls), for `close`.
         self._loops: list[asyncio.Task[None] | None] = []
@@ -88,6 +103,9 @@ class EntityHost:
             return
         with contextlib.suppress(RuntimeError):
             self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+        # What a host that died between a commit and its relay left in the outboxes.
+        outboxes = [keys.outbox(self.KIND, shard) for shard in self.shards]
+        self.every(OUTBOX_SWEEP_S, "relaying outboxes", lambda: self.relay.sweep(outboxes))
 
     def every(self, interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
         """Run `step` every `interval_s` from the host's start (a failed step is logged and
@@ -105,30 +123,43 @@ class EntityHost:
             self._loops.append(asyncio.get_running_loop().create_task(watch()))
 
     async def _read_mail(self) -> None:
-        streams = self.mailboxes.streams(
-            self.KIND, shards_of_host(self.KIND, self.index, self.settings)
-        )
+        streams = self.mailboxes.streams(self.KIND, self.shards)
         # First what this host read before and did not finish (it died, or Redis failed
-        # under it), then new entries, and now and then again what is left pending.
+        # under it), then new entries as the mailboxes' bells ring (all of them now and
+        # then, in case a bell was missed), and now and then again what is left pending.
         pending, since_pass = True, time.monotonic()
-        opened = False
+        bell: Doorbell | None = None
+        to_read = streams
         while True:
             try:
-                if not opened:
+                if bell is None:
                     await self.mailboxes.open(streams)
-                    opened = True
-                entries = await self.mailboxes.read(streams, self.name, pending=pending)
+                    bell = await self.mailboxes.doorbell(streams)
+                    to_read = streams
+                entries = await self.mailboxes.read(
+                    streams if pending else to_read, self.name, pending=pending
+                )
                 done = await self.apply_mail(entries)
                 if pending and len(done) < max(len(entries), 1):
                     pending, since_pass = False, time.monotonic()
                 elif not pending and time.monotonic() - since_pass > PENDING_PASS_S:
                     pending = True
+                per_stream = Counter(entry.stream for entry in entries)
+                full = sorted(s for s, n in per_stream.items() if n >= MAIL_BATCH)
+                if full or pending:
+                    to_read = full or streams
+                    continue
+                rung = await bell.rung(MAIL_IDLE_S)
+                to_read = sorted(rung) if rung else streams
             except asyncio.CancelledError:
                 raise
             except Exception as err:
                 log.warning(
                     "%s: reading the mailboxes failed (%r); again in a moment", self.name, err
                 )
+                if bell is not None:
+                    await bell.close()
+                    bell = None
                 await asyncio.sleep(MAIL_RETRY_S)
 
     async def apply_mail(self, entries: list[Entry]) -> list[Entry]:
@@ -158,6 +189,9 @@ class EntityHost:
         for task in (self._mail, *self._loops):
             if task is not None:
                 task.cancel()
+        running = [t for t in (self._mail, *self._loops) if t is not None]
+        if running:
+            await asyncio.wait(running, timeout=1.0)
         await self.redis.aclose()
 
     async def crash_if_armed(self, fault: str) -> None:
@@ -165,6 +199,15 @@ class EntityHost:
         if await self.faults.take(fault):
             log.error("%s: fault %s armed, crashing", self.name, fault)
             os._exit(17)
+
+    def refuse_if_full(self, entity_id: str, code: str) -> None:
+        """Refuse a person's message to an entity whose queue is full (its bounded
+        mailbox): at once, with `code` (a 503 with Retry-After), before it waits."""
+        entry = self._locks.get(entity_id)
+        if entry is not None and entry[1][0] >= self.settings.entity_queue_limit:
+            raise DomainError(
+                code, "too many requests are waiting for this entity; try again shortly"
+            )
 
     @asynccontextmanager
     async def lock(self, entity_id: str) -> AsyncIterator[None]:

@@ -56,10 +56,11 @@ class MerchantHost(EntityHost):
 
     Concurrency: one `asyncio.Lock` per merchant; a merchant's menu changes, order
     placements and order transitions run one at a time, merchants proceed in parallel.
-    Persists: `merchant:{id}` (profile, menu_version), `menu:{id}`, `stock:{id}`,
-    `order:{id}` with its indexes (a new order also joins `payments:pending`), and
-    every order event on the inboxes of its customer, merchant, rider and
-    operations, each change in one Lua script.
+    Persists, in the slot of the merchant's shard (`storage/keys.py`): the profile,
+    menu and stock, and each order with its indexes and due times (a new order also
+    joins the shard's `payments:due`), each change in one Lua script with its events on
+    the merchant's inbox and, through the shard's outbox, on the inboxes and order
+    indexes of its customer, rider and operations.
     Caches merchant profiles and menus, reloaded from Redis after a restart, and up
     to `ORDERS_KEPT` orders under way (read again whenever a command fails on one).
     The follow-ups of each event (`domain/reactions.py`) run after the reply.
@@ -68,12 +69,10 @@ class MerchantHost(EntityHost):
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.tariff = DeliveryTariff()
-        self.merchants = MerchantStore(self.redis, self.scripts)
+        self.merchants = MerchantStore(self.redis, self.scripts, self.relay)
         self.coupons = CouponStore(self.redis, self.scripts)
         self.riders = RiderStore(self.redis, self.scripts)
-        self.offers = OfferStore(
-            self.redis, self.scripts, self.inboxes, self.metrics, settings.offer_ttl_s
-        )
+        self.offers = OfferStore(self.redis, self.scripts, self.metrics, settings.offer_ttl_s)
         self.checkout = checkout_for(settings)
         self._state: dict[str, MerchantState] = self.cache({})
         # Orders under way, most recently used last. This host is the only writer of
@@ -101,6 +100,14 @@ class MerchantHost(EntityHost):
 
     async def receive(self, message: Message) -> Reply:
         match message:
+            case Act() if message.caller[0] != "system":
+                try:
+                    self.refuse_if_full(message.merchant_id, "merchant_unavailable")
+                except DomainError as err:
+                    return err
+                return await self.act(
+                    message.merchant_id, message.order_id, message.command, message.caller
+                )
             case Act():
                 return await self.act(
                     message.merchant_id, message.order_id, message.command, message.caller
@@ -179,8 +186,10 @@ class MerchantHost(EntityHost):
         merchant_id = request["merchant_id"]
         customer_id = request["customer_id"]
         order_id = request["order_id"]
+        await self.faults.slow_merchant(merchant_id)
         now = datetime.now(UTC)
         try:
+            self.refuse_if_full(merchant_id, "merchant_unavailable")
             async with self.lock(merchant_id):
                 # Only a retry can find its order already there (the id comes from the
                 # Idempotency-Key); a coupon must not be claimed again for it.
@@ -234,6 +243,7 @@ class MerchantHost(EntityHost):
             pickup=state.merchant.location,
             dropoff=dropoff,
             address=request["delivery"].get("address", ""),
+            phone=request["delivery"].get("phone", ""),
             coupon_code=code,
         )
         (order_placed,) = decide(None, command)
@@ -300,7 +310,10 @@ class MerchantHost(EntityHost):
         """Reject the paid orders this host's merchants did not answer in time (and so
         refund them): one look at the due deadlines; returns how many closed."""
         rejected = 0
-        for order_id in await self.orders.past_accept_deadline(time.time(), ACCEPT_DEADLINE_BATCH):
+        due = await self.orders.past_accept_deadline(
+            self.shards, time.time(), ACCEPT_DEADLINE_BATCH
+        )
+        for order_id in due:
             merchant_id = await self.orders.merchant_of(order_id)
             if merchant_id is None:
                 await self.orders.forget_accept_deadline(order_id)

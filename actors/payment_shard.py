@@ -58,17 +58,25 @@ class PaymentShardHost(EntityHost):
     order joins `payments:pending` in its placement script. A background loop, started
     with the host, asks the provider about those orders (lost notifications) and
     closes the ones past the payment timeout.
-    Persists: `payment:{order_id}` (written at the first notification or poll that
-    changes something: captured and refunded amounts, refunds by refund number), its
-    entries in `payments:pending`, and the ledger (`ledger:*`: each transaction
-    posted once, with the payment record it books, in one script), plus `refunded`
-    events on the inboxes of the order's customer, merchant and operations.
+    Persists, in the slot of the order's shard (`storage/keys.py`): the payment record
+    (written at the first notification or poll that changes something: captured and
+    refunded amounts, refunds by refund number), its due time in the shard's
+    `payments:due`, and the shard's ledger (each transaction posted once, with the
+    payment record it books, in one script), plus `refunded` events on the inboxes of
+    the order's customer, merchant and operations (the first two through the shard's
+    outbox).
     """
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
-        self.payments = PaymentStore(self.redis, self.metrics)
-        self.ledger = LedgerStore(self.redis, self.scripts)
+        self.payments = PaymentStore(self.redis, self.metrics, self.relay)
+        self.ledger = LedgerStore(
+            self.redis,
+            self.scripts,
+            self.relay,
+            settings.inbox_maxlen,
+            settings.inbox_retention_s,
+        )
         self.merchants = MerchantStore(self.redis, self.scripts)
         self.provider = ProviderClient(settings.sandbox_url)
         self.checkout = checkout_for(settings)
@@ -253,7 +261,6 @@ class PaymentShardHost(EntityHost):
             payment,
             [("customer", payment.customer_id), ("merchant", payment.merchant_id), ("ops", "all")],
             refunded.as_dict(),
-            self.inboxes,
         )
         if payment.fully_refunded and not payment.split:
             # A closed order still owes the provider's fee: book it now, once.
@@ -319,7 +326,7 @@ class PaymentShardHost(EntityHost):
 
     async def poll_once(self) -> int:
         """Ask the provider about this host's orders awaiting payment; returns how many settled."""
-        due = await self.payments.due(time.time(), POLL_BATCH)
+        due = await self.payments.due(self.shards, time.time(), POLL_BATCH)
         mine = [oid for oid in due if host_of("payment", oid, self.settings) == self.index]
         settled = 0
         for order_id in mine:

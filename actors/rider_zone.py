@@ -31,6 +31,7 @@ from domain.errors import DomainError, not_found
 from domain.geo import Point, distance_m, zone_of, zones_at
 from domain.offers import Offer
 from domain.orders import Order, ready_at
+from storage import keys
 from storage.offers import OfferStore
 from storage.riders import RiderStore
 from storage.settings import Settings
@@ -65,11 +66,13 @@ class RiderZoneHost(EntityHost):
     waiting queues in Redis every few seconds. Orders to dispatch arrive as follow-ups
     in the zone shards' mailboxes.
     Keeps the zone's online riders in memory (loaded from Redis on first use after a
-    start) and persists: `rider:{id}` (position, zone, online, load, deliveries per
-    day), `rider:{id}:orders`, `zone:{cell}:riders` (GEO set of online riders),
-    `offer:{id}`, `dispatch:waiting:{cell}` with the set of such cells
-    (`dispatch:zones_waiting`, which the retry round reads instead of scanning), the
-    order's `eta`, and `offer` events on the offered rider's inbox only.
+    start) and persists: each rider's position, zone, online status and deliveries per
+    day (its load and orders move with the order's assignment and delivery), each
+    zone's GEO set of online riders, the offers with their expiries, the orders
+    waiting for a rider per zone with the shard's set of such zones (which the retry
+    round reads instead of scanning), the order's `eta`, and `offer` events on the
+    offered rider's inbox only. An offer and its expiry are one transaction in the
+    zone shard's slot; the rider's side of it goes through the shard's outbox.
     """
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
@@ -77,7 +80,11 @@ class RiderZoneHost(EntityHost):
         self.weights = Weights(capacity=settings.rider_capacity)
         self.riders = RiderStore(self.redis, self.scripts)
         self.offers = OfferStore(
-            self.redis, self.scripts, self.inboxes, self.metrics, settings.offer_ttl_s
+            self.redis,
+            self.scripts,
+            self.metrics,
+            settings.offer_ttl_s,
+            self.relay,
         )
         self._retry_loop: asyncio.Task[None] | None = None
         self._zones: dict[str, ZoneState] = self.cache({})
@@ -100,13 +107,13 @@ class RiderZoneHost(EntityHost):
             or stored["status"] not in ("accepted", "ready")
         ):
             return None
-        if await self.offers.open_for(request.order_id):
+        if await self.offers.open_for(zone, request.order_id):
             return None
         return await self.dispatch(zone, request)
 
     async def expire_due(self) -> None:
         """Close this host's open offers past their time, and ask the next rider."""
-        for zone, offer_id in await self.offers.expired(time.time(), EXPIRY_BATCH):
+        for zone, offer_id in await self.offers.expired(self.shards, time.time(), EXPIRY_BATCH):
             if host_of("rider_zone", zone, self.settings) == self.index:
                 await self._expire(zone, offer_id)
 
@@ -234,7 +241,7 @@ class RiderZoneHost(EntityHost):
 
     async def _offer_next(self, zone: str, request: Dispatch) -> Reply:
         now = datetime.now(UTC)
-        tried = await self.offers.tried(request.order_id)
+        tried = await self.offers.tried(zone, request.order_id)
         ranked: list[RiderPosition] = []
         candidates: list[RiderPosition] = []
         # Widen step by step: the zone's shortlist, the rest of the zone, then each ring
@@ -256,7 +263,7 @@ class RiderZoneHost(EntityHost):
             return await self._wait(zone, request, now)
         rider = ranked[0]
         offer = Offer(
-            offer_id=f"of_{uuid.uuid4().hex[:16]}",
+            offer_id=keys.new_offer_id(zone, uuid.uuid4().hex[:16]),
             order_id=request.order_id,
             rider_id=rider.rider_id,
             zone=zone,
@@ -370,7 +377,7 @@ class RiderZoneHost(EntityHost):
         while True:
             await asyncio.sleep(RETRY_WAITING_S)
             try:
-                for zone in await self.offers.zones_waiting():
+                for zone in await self.offers.zones_waiting(self.shards):
                     if self._mine(zone):
                         await self._retry_zone(zone)
                         await self.offers.forget_zone_if_empty(zone)
@@ -386,7 +393,7 @@ class RiderZoneHost(EntityHost):
                 continue
             if forget_declines:
                 # Riders who declined earlier may take it now that time has passed.
-                await self.offers.forget_tried(request.order_id)
+                await self.offers.forget_tried(zone, request.order_id)
             async with self.lock(zone):
                 await self._offer_next(zone, replace(request, told_ops=True))
 

@@ -26,6 +26,7 @@ class PlaceOrder(Command):
     pickup: Point
     dropoff: Point
     address: str
+    phone: str = ""
     coupon_code: str | None = None
 
 

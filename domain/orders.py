@@ -53,6 +53,8 @@ class Order:
     dropoff: Point
     address: str
     placed_at: datetime
+    # How the rider reaches the customer at the door (may be empty).
+    phone: str = ""
     coupon_code: str | None = None
     intent_id: str | None = None
     paid_fen: int = 0
@@ -81,7 +83,12 @@ class Order:
             ],
             "amounts": self.amounts.as_dict(),
             "pickup": {"lat": self.pickup.lat, "lng": self.pickup.lng},
-            "delivery": {"lat": self.dropoff.lat, "lng": self.dropoff.lng, "address": self.address},
+            "delivery": {
+                "lat": self.dropoff.lat,
+                "lng": self.dropoff.lng,
+                "address": self.address,
+                "phone": self.phone,
+            },
             "placed_at": self.placed_at.isoformat(),
             "coupon_code": self.coupon_code,
             "intent_id": self.intent_id,
@@ -109,6 +116,7 @@ class Order:
             pickup=Point(d["pickup"]["lat"], d["pickup"]["lng"]),
             dropoff=Point(d["delivery"]["lat"], d["delivery"]["lng"]),
             address=d["delivery"]["address"],
+            phone=d["delivery"].get("phone", ""),
             placed_at=datetime.fromisoformat(d["placed_at"]),
             coupon_code=d.get("coupon_code"),
             intent_id=d.get("intent_id"),
@@ -260,6 +268,7 @@ def place(command: c.PlaceOrder) -> Order:
         pickup=command.pickup,
         dropoff=command.dropoff,
         address=command.address,
+        phone=command.phone,
         placed_at=command.at,
         coupon_code=command.coupon_code,
         timeline=(TimelineEntry(OrderStatus.PENDING_PAYMENT.value, command.at),),

@@ -24,6 +24,7 @@ from actors.directory import Directory
 from loadtests.bench import memory
 from loadtests.frontdoor import prepare, run_wrk, wrk_script
 from loadtests.harness import fresh_platform
+from storage import keys
 from storage.settings import Settings
 
 
@@ -48,12 +49,12 @@ def main() -> None:
             started = time.monotonic()
             targets = [args.orders * k // 4 for k in range(1, 5)]
             for target in targets:
-                while store.zcard("orders:customer:c_bench") < target:
+                while store.zcard(keys.orders_of("customer", "c_bench")) < target:
                     run_wrk(platform.url, 20, 32, script)
                 inboxes = list(store.scan_iter("inbox:*", count=1000))
                 checkpoints.append(
                     {
-                        "orders": store.zcard("orders:customer:c_bench"),
+                        "orders": store.zcard(keys.orders_of("customer", "c_bench")),
                         "elapsed_s": round(time.monotonic() - started),
                         "processes_mib": memory(os.getpid()),
                         "redis_used_mib": round(

@@ -25,6 +25,7 @@ probe is bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -47,8 +48,14 @@ from cluster.launcher import Platform
 from domain.ledger import Transaction
 from loadtests.harness import fresh_platform
 from storage import keys
+from storage.redis import connect_blocking
+from storage.server import EmbeddedCluster
+from storage.settings import Settings
 
 PARTS = ("merchant", "rider_zone", "payment", "api", "redis")
+# With `--cluster`: the platform runs on a Valkey cluster (three primaries, a replica
+# each) and the part killed is the primary of the first third of the slots.
+CLUSTER_PARTS = ("primary",)
 # What each part's process is called (Ray names its workers `ray::<class>`).
 PROCESS_OF = {
     "merchant": "ray::MerchantHost",
@@ -74,7 +81,11 @@ def part_pid(part: str) -> int:
     raise RuntimeError(f"no process {title}")
 
 
-def kill(platform: Platform, part: str) -> None:
+def kill(platform: Platform, part: str, cluster: EmbeddedCluster | None = None) -> None:
+    if part == "primary":
+        assert cluster is not None
+        cluster.nodes[0].kill()
+        return
     if part == "redis":
         assert platform.redis is not None
         process = platform.redis.server.process
@@ -109,6 +120,12 @@ class Probe:
         if self.part == "payment":
             day = datetime.now(UTC).date().isoformat()
             return client.post(f"/v1/admin/reconciliation?date={day}", headers=auth)
+        if self.part == "primary":  # a placement: most of its keys' slots are elsewhere,
+            return client.post(  # but the customer's order index may be on the lost one
+                "/v1/orders",
+                json=self.order,
+                headers={**auth, "Idempotency-Key": f"probe-{time.monotonic_ns()}"},
+            )
         return client.get("/v1/orders", headers=auth)  # Redis: a read
 
     def run(self, started: float, until: float) -> None:
@@ -178,7 +195,12 @@ def check(store: redis.Redis, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def one_run(
-    platform: Platform, part: str, seconds: float, kill_at: float, work: Path
+    platform: Platform,
+    part: str,
+    seconds: float,
+    kill_at: float,
+    work: Path,
+    cluster: EmbeddedCluster | None = None,
 ) -> dict[str, Any]:
     out = work / f"loop-{part}.json"
     driver = subprocess.Popen(
@@ -205,6 +227,7 @@ def one_run(
             "rider_zone": token(client, "rider", f"probe_{part}"),
             "payment": token(client, "admin", "probe"),
             "redis": token(client, "customer", f"probe_{part}"),
+            "primary": token(client, "customer", f"probe_{part}"),
         }
     time.sleep(kill_at)
     # Placement probes need a merchant of this run: the driver's first, far from the city.
@@ -215,7 +238,7 @@ def one_run(
     }
     probe = Probe(platform.url, part, tokens, order)
     killed_at = time.monotonic()
-    kill(platform, part)
+    kill(platform, part, cluster)
     watcher = threading.Thread(target=probe.run, args=(killed_at, killed_at + 60), daemon=True)
     watcher.start()
     driver.wait(timeout=seconds + 180)
@@ -227,7 +250,7 @@ def one_run(
     failed: Counter[str] = Counter()
     for what, n in report["failures"].items():
         failed[what.rsplit(": ", 1)[-1]] += n
-    store = redis.Redis.from_url(platform.settings.effective_redis_url, decode_responses=True)
+    store = connect_blocking(platform.settings.effective_redis_url)
     try:
         outcome = check(store, report)
     finally:
@@ -270,20 +293,34 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--kill-at", type=float, default=12)
-    parser.add_argument("--parts", default=",".join(PARTS))
-    parser.add_argument("--out", type=Path, default=Path("bench/chaos.json"))
+    parser.add_argument("--parts", default="")
+    parser.add_argument(
+        "--cluster", action="store_true", help="run on a Valkey cluster; kill a primary"
+    )
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    parts = args.parts or ",".join(CLUSTER_PARTS if args.cluster else PARTS)
+    out = args.out or Path("bench/chaos-cluster.json" if args.cluster else "bench/chaos.json")
     rows = []
-    with (
-        tempfile.TemporaryDirectory(prefix="o2o-chaos-") as tmp,
-        fresh_platform("o2o-chaos-") as platform,
-    ):
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="o2o-chaos-"))
+        cluster = None
+        overrides: dict[str, Any] = {}
+        if args.cluster:
+            defaults = Settings()
+            cluster = EmbeddedCluster(
+                Path(tmp) / "cluster", defaults.appendfsync, defaults.redis_aof_rewrite_min_mb
+            )
+            cluster.start()
+            stack.callback(cluster.stop)
+            overrides["redis_url"] = cluster.url
+        platform = stack.enter_context(fresh_platform("o2o-chaos-", **overrides))
         seed_probe_merchant(platform)
-        for part in args.parts.split(","):
-            rows.append(one_run(platform, part, args.seconds, args.kill_at, Path(tmp)))
+        for part in parts.split(","):
+            rows.append(one_run(platform, part, args.seconds, args.kill_at, Path(tmp), cluster))
             print(json.dumps(rows[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
     print(
         f"\nfull loop, 8 customers, {args.seconds:.0f} s per run, SIGKILL at {args.kill_at:.0f} s\n"
     )

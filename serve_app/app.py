@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 
-from serve_app import errors, services
+from serve_app import admission, errors, openapi, services
 from serve_app.routes import (
     admin,
     auth,
@@ -33,6 +33,7 @@ api = FastAPI(
     description="Same-city delivery: merchants, orders, payments, riders and live sync.",
 )
 errors.install(api)
+admission.install(api)
 for module in (
     health,
     auth,
@@ -47,6 +48,7 @@ for module in (
     pages,
 ):
     api.include_router(module.router)
+openapi.install(api)
 
 
 @serve.deployment(name="api")
@@ -58,15 +60,17 @@ class Api:
         services.install(services.Services(settings))
 
 
-def build(settings: Settings) -> Any:
-    """The Serve application, bound with the platform's settings."""
+def build(settings: Settings, replicas: int | None = None) -> Any:
+    """The Serve application, bound with the platform's settings; `replicas` scales it
+    without a new version (the same settings: no replica restarts, the extra ones drain)."""
     deployment: Any = Api
     return deployment.options(
-        num_replicas=settings.api_replicas,
+        num_replicas=replicas or settings.api_replicas,
         max_ongoing_requests=settings.api_max_ongoing_requests,
-        # Stopping must not wait on idle keep-alive clients; requests finish well inside this.
-        graceful_shutdown_timeout_s=5,
-        graceful_shutdown_wait_loop_s=0.5,
+        # A stopping replica finishes what it took (idle keep-alives are closed at once,
+        # WebSockets told 1012 to come back), up to this long before it is killed.
+        graceful_shutdown_timeout_s=settings.api_drain_timeout_s,
+        graceful_shutdown_wait_loop_s=settings.api_drain_wait_loop_s,
         ray_actor_options={"num_cpus": 0},
         logging_config={"enable_access_log": settings.access_log},
     ).bind(settings)

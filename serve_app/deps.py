@@ -29,12 +29,18 @@ async def caller(request: Request) -> Caller:
     return auth.decode(secret, auth.bearer(request.headers.get("authorization")))
 
 
+# Each dependency that names the caller, with the roles it lets in: the OpenAPI
+# document (`serve_app/openapi.py`) reads its bearer requirement and its 403 from here.
+ROLES_OF: dict[Callable[[Request], Awaitable[Caller]], tuple[str, ...]] = {caller: auth.ROLES}
+
+
 def _role(*roles: str) -> Callable[[Request], Awaitable[Caller]]:
     async def check(request: Request) -> Caller:
         who = await caller(request)
         who.require(*roles)
         return who
 
+    ROLES_OF[check] = roles
     return check
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
+from serve_app import auth
+from serve_app.services import current
 from storage.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -46,16 +50,72 @@ def status_of(code: str) -> int:
     return 409
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable: `out_of_stock`, `order_not_found`")
+    message: str = Field(description="for people")
+    details: dict[str, Any] = Field(description="what the refusal concerns; may be empty")
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of API.md, whatever the status."""
+
+    error: ErrorDetail
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # Details echo what the caller sent (an integer past 64 bits in a split plan):
+        # the refusal still goes out, without them.
+        body["error"]["details"] = {}
+        return orjson.dumps(body)
+
+
 def error_response(
     code: str, message: str, status: int, details: dict[str, Any] | None = None
 ) -> Response:
     headers = {"Retry-After": RETRY_AFTER_S} if status in (429, 503) else None
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+    return Response(
+        error_body(code, message, details), status, headers=headers, media_type="application/json"
+    )
 
 
 def domain_error_response(err: DomainError) -> Response:
     return error_response(err.code, err.message, status_of(err.code), err.details)
+
+
+def problems_of(found: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Validation errors without the input they refused (it may be huge, or a secret)."""
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type")}
+        for e in found
+    ]
+
+
+def summary_of(problems: list[dict[str, Any]]) -> str:
+    """The first problems in one line, so that the message alone says what to fix."""
+    said = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems[:3])
+    return said or "the request is invalid"
+
+
+# The one route that takes a JSON body from anybody: it is how a dev-mode caller gets
+# a token. (The provider's callback is signed, and its body is read as bytes.)
+OPEN_WITH_A_BODY = frozenset({"/v1/auth/dev-token"})
+
+
+def unauthenticated(request: Request) -> DomainError | None:
+    """The 401 a route's caller check would give this request, if any."""
+    if request.url.path in OPEN_WITH_A_BODY:
+        return None
+    try:
+        auth.decode(
+            current().settings.jwt_secret, auth.bearer(request.headers.get("authorization"))
+        )
+    except DomainError as err:
+        return err
+    return None
 
 
 def install(app: FastAPI) -> None:
@@ -65,19 +125,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, err: RequestValidationError) -> Response:
-        problems = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg", ""),
-                "type": e.get("type"),
-            }
-            for e in err.errors()
-        ]
+        problems = problems_of(err.errors())
         if any(p["type"] == "json_invalid" for p in problems):
+            # FastAPI parses a JSON body before it solves the route's dependencies, so
+            # the caller's check runs here first: no token is 401 whatever the body.
+            refused = unauthenticated(request)
+            if refused is not None:
+                return domain_error_response(refused)
             return error_response("malformed_json", "the body is not valid JSON", 400)
-        return error_response(
-            "invalid_request", "the request is invalid", 422, {"errors": problems}
-        )
+        return error_response("invalid_request", summary_of(problems), 422, {"errors": problems})
 
     @app.exception_handler(RayActorError)
     @app.exception_handler(ActorUnavailableError)

@@ -3,15 +3,82 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from domain.geo import INDEXED_LAT_LIMIT
 from domain.merchants import DEFAULT_PREP_MINUTES
+
+# Every integer a caller sends stays below 2^53: JavaScript clients read such numbers
+# exactly, and so do Redis's Lua scripts, whose numbers are doubles. Past 2^63 the
+# platform could not even store one (orjson and Redis refuse it).
+MAX_SAFE_INT = 2**53 - 1
 
 Lat = Annotated[float, Field(ge=-90, le=90)]
 Lng = Annotated[float, Field(ge=-180, le=180)]
+# A point the platform keeps in a GEO index (a merchant, a rider, a point searched
+# around): Redis's GEO sets hold latitudes within Web Mercator's limit only.
+IndexedLat = Annotated[
+    float,
+    Field(
+        ge=-INDEXED_LAT_LIMIT,
+        le=INDEXED_LAT_LIMIT,
+        description=f"within {INDEXED_LAT_LIMIT} degrees of the equator (Redis's GEO limit)",
+    ),
+]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
+Fen = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)]
+Version = Annotated[int, Field(ge=1, le=MAX_SAFE_INT)]
+# Orders of a party already listed: an offset, or empty for the start.
+Offset = Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | Literal[""]
+
+STREAM_ID_LIMIT = 2**64
+
+
+def _within_streams(cursor: str) -> str:
+    """A Redis stream id is two unsigned 64-bit numbers; nothing follows the largest."""
+    if cursor:
+        ms, _, seq = cursor.partition("-")
+        at = (int(ms), int(seq or 0))
+        if max(at) >= STREAM_ID_LIMIT or at == (STREAM_ID_LIMIT - 1, STREAM_ID_LIMIT - 1):
+            raise ValueError("cursor is past the largest stream id")
+    return cursor
+
+
+# Where a terminal's stream resumes: an event's `cursor`, `<ms>` alone, or empty for the
+# oldest retained. ASCII digits only: Python's `int` would read other scripts' digits,
+# Redis would not.
+Cursor = Annotated[
+    str,
+    Field(
+        max_length=41,
+        pattern=r"^(?:[0-9]{1,20}(?:-[0-9]{1,20})?)?$",
+        description="an event's cursor (a stream id like `1700000000000-0`), or empty",
+    ),
+    AfterValidator(_within_streams),
+]
+
+JSON_DEPTH_LIMIT = 8
+
+
+def _plain_json(value: Any, depth: int = 0) -> Any:
+    if depth > JSON_DEPTH_LIMIT:
+        raise ValueError(f"nested deeper than {JSON_DEPTH_LIMIT} levels")
+    if isinstance(value, dict):
+        for item in value.values():
+            _plain_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_json(item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INT:
+        raise ValueError(f"integers lie within +-{MAX_SAFE_INT}")
+    return value
+
+
+# Free-form JSON the domain reads itself (a split plan), with the integers bounded like
+# every other: the domain names what it refuses and echoes it back.
+PlainJson = Annotated[dict[str, JsonValue], AfterValidator(_plain_json)]
 
 
 class Strict(BaseModel):
@@ -37,12 +104,12 @@ class DeliveryRangeIn(Strict):
 class MerchantIn(Strict):
     id: Id | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    lat: Lat
+    lat: IndexedLat
     lng: Lng
     delivery: DeliveryRangeIn
     prep_minutes: Annotated[int, Field(ge=0, le=240)] = DEFAULT_PREP_MINUTES
     accept_mode: Literal["manual", "auto"] = "manual"
-    split_plan: dict[str, object] = Field(default_factory=dict)
+    split_plan: PlainJson = Field(default_factory=dict)
 
 
 class MenuItemIn(Strict):
@@ -61,6 +128,8 @@ class DeliveryIn(Strict):
     lat: Lat
     lng: Lng
     address: Annotated[str, Field(max_length=500)] = ""
+    # Digits with an optional leading + and separators, as people write them.
+    phone: Annotated[str, Field(max_length=24, pattern=r"^(\+?[0-9][0-9 ()-]{2,22})?$")] = ""
 
 
 class OrderIn(Strict):
@@ -68,13 +137,13 @@ class OrderIn(Strict):
     items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=100)]
     delivery: DeliveryIn
     coupon_code: Id | None = None
-    expected_total_fen: Annotated[int, Field(ge=0)] | None = None
+    expected_total_fen: Fen | None = None
     # The menu version the customer ordered from; a stale one needs expected_total_fen.
-    menu_version: Annotated[int, Field(ge=0)] | None = None
+    menu_version: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
 
 
 class ExpectVersion(Strict):
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
 
 class CancelIn(ExpectVersion):
@@ -91,22 +160,22 @@ class RejectIn(ExpectVersion):
 
 class RiderStatusIn(Strict):
     online: bool
-    lat: Lat | None = None
+    lat: IndexedLat | None = None
     lng: Lng | None = None
 
 
 class LocationIn(Strict):
-    lat: Lat
+    lat: IndexedLat
     lng: Lng
 
 
 class CouponIn(Strict):
     code: Id
-    discount_fen: Annotated[int, Field(gt=0)] | None = None
+    discount_fen: Annotated[int, Field(gt=0, le=MAX_SAFE_INT)] | None = None
     percent: Annotated[int, Field(gt=0, le=100)] | None = None
-    min_spend_fen: Annotated[int, Field(ge=0)] = 0
+    min_spend_fen: Fen = 0
     total: Annotated[int, Field(gt=0, le=100_000_000)]
-    per_customer_limit: Annotated[int, Field(gt=0)] = 1
+    per_customer_limit: Annotated[int, Field(gt=0, le=100_000_000)] = 1
     starts_at: datetime
     ends_at: datetime
 
@@ -121,6 +190,13 @@ class CouponIn(Strict):
         return self
 
 
+class SyncQuery(Strict):
+    """What a sync socket's address carries besides its token."""
+
+    cursor: Cursor | None = None
+    viewing: Id | None = None
+
+
 class RefundIn(Strict):
-    amount_fen: Annotated[int, Field(gt=0)]
+    amount_fen: Annotated[int, Field(gt=0, le=MAX_SAFE_INT)]
     reason: Annotated[str, Field(max_length=500)] = "partial refund"

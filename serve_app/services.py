@@ -21,6 +21,7 @@ from domain import commands as c
 from domain.errors import DomainError, invalid, not_found
 from serve_app import views
 from serve_app.auth import Caller
+from serve_app.breakers import GuardedDirectory
 from storage.coupons import CouponStore
 from storage.idempotency import IdempotencyStore
 from storage.inboxes import Hub, InboxStore
@@ -31,6 +32,7 @@ from storage.offers import OfferStore
 from storage.orders import OrderStore
 from storage.redis import Scripts, connect, ping
 from storage.riders import RiderStore
+from storage.sealing import Sealer
 from storage.settings import Settings
 
 # Orders whose merchant a replica keeps for routing commands (about 170 bytes each:
@@ -58,7 +60,8 @@ class Services:
         self.settings = settings
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         scripts = Scripts(self.redis)
-        self.directory = Directory(settings)
+        # Every merchant call behind its breaker and a bound (`serve_app/breakers.py`).
+        self.directory: Directory = GuardedDirectory(settings)
         self.hub = Hub(settings.effective_redis_url)
         self.metrics = MetricsStore(self.redis)
         self.inboxes = InboxStore(
@@ -70,12 +73,11 @@ class Services:
             settings.inbox_maxlen,
             settings.inbox_retention_s,
             settings.payment_poll_s,
+            sealer=Sealer(settings.data_key),
         )
         self.merchants = MerchantStore(self.redis, scripts)
         self.riders = RiderStore(self.redis, scripts)
-        self.offers = OfferStore(
-            self.redis, scripts, self.inboxes, self.metrics, settings.offer_ttl_s
-        )
+        self.offers = OfferStore(self.redis, scripts, self.metrics, settings.offer_ttl_s)
         self.coupons = CouponStore(self.redis, scripts)
         self.ledger = LedgerStore(self.redis, scripts)
         self.idempotency = IdempotencyStore(self.redis, settings.idempotency_ttl_s)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from storage import keys
-from storage.redis import UNAVAILABLE, RedisClient, Scripts
+from storage.redis import UNAVAILABLE, RedisClient, Scripts, connect, queue_eval
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,8 @@ QUEUE_LIMIT = 1000
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
 LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, OSError)
+# How long a new subscription may take to be confirmed before a socket goes on anyway.
+CONFIRM_S = 2.0
 
 
 def parse_id(stream_id: str) -> tuple[int, int]:
@@ -54,16 +55,15 @@ class InboxStore:
         return [self.maxlen, self.retention_ms, orjson.dumps(event), keys.notify_channel("")]
 
     async def tell(self, parties: list[tuple[str, str]], event: dict[str, Any]) -> None:
-        """Append an event to the inbox of each `(role, id)` (operations: `("ops", ...)`)."""
-        inboxes = [keys.inbox(role, who) for role, who in parties]
-        await self.scripts.append_event(keys=inboxes, args=self._args(event))
-
-    async def queue_tell(
-        self, pipe: Any, parties: list[tuple[str, str]], event: dict[str, Any]
-    ) -> None:
-        """Add `tell` to a MULTI pipeline, so it commits together with the state it reports."""
-        inboxes = [keys.inbox(role, who) for role, who in parties]
-        await self.scripts.append_event(keys=inboxes, args=self._args(event), client=pipe)
+        """Append an event that no state change carries (a rider's position, an order
+        waiting for a rider) to the inbox of each `(role, id)`, each inbox in its own
+        slot: one script per inbox, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for role, who in parties:
+                queue_eval(
+                    pipe, self.scripts.append_event, [keys.inbox(role, who)], self._args(event)
+                )
+            await pipe.execute()
 
     async def after(self, inbox: str, cursor: str | None, limit: int) -> list[dict[str, Any]]:
         """The events after `cursor` (all retained ones without it), oldest first."""
@@ -119,12 +119,15 @@ class Hub:
     """The process's single Pub/Sub reader, fanning announcements out to listeners."""
 
     def __init__(self, redis_url: str) -> None:
-        self._client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self._client = connect(redis_url)
         self._pubsub: Any = None
         self._by_channel: dict[str, set[Listener]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._subscribing = asyncio.Lock()
+        self._initialized = False
+        # Subscriptions sent and not yet confirmed by the server.
+        self._joining: dict[str, asyncio.Future[None]] = {}
 
     @property
     def connections(self) -> int:
@@ -132,21 +135,40 @@ class Hub:
 
     async def _ensure(self) -> None:
         if self._task is None or self._task.done():
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = self._client.pubsub()
             self._ready.clear()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def join(self, listener: Listener, channel: str) -> None:
+        if not self._initialized:
+            # A cluster client learns its slots' nodes here; Pub/Sub needs one to talk to.
+            await self._client.initialize()
+            self._initialized = True
         await self._ensure()
         # One at a time: concurrent first SUBSCRIBEs would each take their own connection.
         async with self._subscribing:
             members = self._by_channel.get(channel)
             if members is None:
+                confirmed = asyncio.ensure_future(self._confirmed(channel))
+                await asyncio.sleep(0)
                 await self._pubsub.subscribe(channel)
                 members = self._by_channel[channel] = set()
                 self._ready.set()
+                await confirmed
             members.add(listener)
             listener.channels.add(channel)
+
+    async def _confirmed(self, channel: str) -> None:
+        """Wait until the server confirms the subscription, so a backlog read next
+        cannot miss an event announced in between (on a cluster the announcement travels
+        from the stream's node to the subscriber's over the cluster bus)."""
+        waiter = self._joining[channel] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, CONFIRM_S)
+        except TimeoutError:
+            log.warning("sync hub: %s was not confirmed in %.0f s", channel, CONFIRM_S)
+        finally:
+            self._joining.pop(channel, None)
 
     async def leave(self, listener: Listener, channel: str | None = None) -> None:
         for ch in [channel] if channel else list(listener.channels):
@@ -177,6 +199,11 @@ class Hub:
                 # The first SUBSCRIBE is still on its way; the connection is not set yet.
                 await asyncio.sleep(0.01)
                 continue
+            if message is not None and message.get("type") == "subscribe":
+                waiter = self._joining.get(message.get("channel") or "")
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                continue
             if message is None or message.get("type") != "message":
                 continue
             stream_id, _, payload = message["data"].partition(" ")
@@ -194,7 +221,7 @@ class Hub:
             async with self._subscribing:
                 with contextlib.suppress(Exception):
                     await self._pubsub.aclose()
-                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self._client.pubsub()
                 channels = list(self._by_channel)
                 try:
                     if channels:

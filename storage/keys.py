@@ -1,56 +1,156 @@
-"""Every Redis key and Pub/Sub channel the platform uses, in one place.
+"""Every Redis key and Pub/Sub channel the platform uses, and the hash tag each carries.
 
 Only the stores of `storage/` build keys; nothing else names one.
+
+**One script, one slot.** On a Redis Cluster a script or a MULTI may touch keys of one
+hash slot only, and a key's slot is the hash of its `{tag}`. So every key that a
+change writes together with others carries the tag of the entity shard that owns it:
+
+- `{m:S}`, merchant shard S: profiles, menus and stock; the merchants' orders (order
+  hash, location gate, each merchant's order index and inbox) and accept deadlines;
+  the payments, payment due times and ledger of those orders (balances, journal and
+  day indexes per shard, merchant volume); the merchant and payment mailboxes and
+  outboxes of shard S. An order's id names its merchant's shard (`o<S>_...`) and the
+  payment shard of an order is that same shard, so an order change with its stock,
+  and a payment with its ledger posting, are each one script.
+- `{z:S}`, zone shard S: each zone's GEO set of online riders, the offers
+  (`of<S>_...`) and their expiries, who was asked about an order, the orders waiting
+  for a rider, the rider-zone mailbox and outbox: an offer and its timer are one
+  transaction.
+- `{r:<rider>}`: one rider's position and load, the orders it carries, its open
+  offer, its order index and inbox: what dispatch reads of a rider changes in one step.
+- `{c:<customer>}`: one customer's order index and inbox. `{ops}`: the operations inbox.
+- `{geo}`: the city's merchant GEO index, widest reach and profile version, which
+  nearby search reads together.
+- `{cp:<code>}`: one coupon, its claims and the orders holding a use (a claim is one
+  script).
+
+What a change must also do in another slot (an order event for the customer's, the
+rider's and operations' inboxes, their order indexes, a follow-up in another shard's
+mailbox, a rider's load when assigned) is an entry in the writing shard's **outbox**,
+written in the change's own script; the host that owns the shard relays it
+(`storage/outbox.py`), idempotently, and deletes it after. Keys without a tag
+(operations' per-minute figures, idempotency records, faults) are written alone, never
+with others in one step.
+
+The shard count is part of the layout: it cannot change without moving the data, so it
+is a constant here rather than a setting.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
+
+SHARDS = 64
+
+
+def shard_of(entity_id: str) -> int:
+    """The shard an entity belongs to, fixed for the life of the data."""
+    digest = hashlib.blake2b(entity_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % SHARDS
+
+
+def _shard_in(entity_id: str, prefix: str) -> int:
+    """The shard written in an id made by `new_order_id` / `new_offer_id`; any other
+    string (someone's guess) hashes to some shard, where nothing is found under it."""
+    head, sep, _ = entity_id.partition("_")
+    digits = head.removeprefix(prefix)
+    if sep and head.startswith(prefix) and digits.isascii() and digits.isdigit():
+        shard = int(digits)
+        if shard < SHARDS and str(shard) == digits:
+            return shard
+    return shard_of(entity_id)
+
+
+def tag_of(key: str) -> str:
+    """The part of a key its slot is computed from, by the server's own rule: what is
+    between the first `{` and the next `}`, unless that is empty; else the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def shard_tag(kind: str, shard: int) -> str:
+    """The tag of a host kind's shard: payments share their merchants' shards."""
+    return f"{{z:{shard}}}" if kind == "rider_zone" else f"{{m:{shard}}}"
+
+
+def _merchant_tag(merchant_id: str) -> str:
+    return f"{{m:{shard_of(merchant_id)}}}"
+
+
+def _party_tag(role: str, owner_id: str) -> str:
+    if role == "merchant":
+        return _merchant_tag(owner_id)
+    if role == "ops":
+        return "{ops}"
+    return f"{{{role[0]}:{owner_id}}}"
+
 
 # -- orders ------------------------------------------------------------------------
 
 
+def new_order_id(merchant_id: str, unique: str) -> str:
+    """An order id that names its merchant's shard, so every key of the order is known
+    from the id alone."""
+    return f"o{shard_of(merchant_id)}_{unique}"
+
+
+def order_shard(order_id: str) -> int:
+    return _shard_in(order_id, "o")
+
+
+def _order_tag(order_id: str) -> str:
+    return f"{{m:{order_shard(order_id)}}}"
+
+
 def order(order_id: str) -> str:
-    return f"order:{order_id}"
+    return f"order:{_order_tag(order_id)}:{order_id}"
 
 
 def orders_of(role: str, owner_id: str) -> str:
-    return f"orders:{role}:{owner_id}"
+    return f"orders:{role}:{_party_tag(role, owner_id)}:{owner_id}"
 
 
 # One gate per order across all hosts, so a customer hears of its rider at most once
 # per interval, whichever zone the rider is in.
 def location_gate(order_id: str) -> str:
-    return f"gate:location:{order_id}"
+    return f"gate:location:{_order_tag(order_id)}:{order_id}"
 
 
-# Paid orders awaiting their merchant's answer, scored by their accept deadline.
-ACCEPT_DEADLINES = "orders:accept_deadlines"
+def accept_deadlines(shard: int) -> str:
+    """Paid orders of a merchant shard awaiting their merchant's answer, by deadline."""
+    return f"orders:accept_deadlines:{{m:{shard}}}"
+
 
 # -- merchants ---------------------------------------------------------------------
 
 
 def merchant(merchant_id: str) -> str:
-    return f"merchant:{merchant_id}"
+    return f"merchant:{_merchant_tag(merchant_id)}:{merchant_id}"
 
 
 def menu(merchant_id: str) -> str:
-    return f"menu:{merchant_id}"
+    return f"menu:{_merchant_tag(merchant_id)}:{merchant_id}"
 
 
 def stock(merchant_id: str) -> str:
-    return f"stock:{merchant_id}"
+    return f"stock:{_merchant_tag(merchant_id)}:{merchant_id}"
 
 
 def merchant_volume(merchant_id: str) -> str:
     """Captured fen per month (`YYYYMM` fields): what tiered split plans are chosen by."""
-    return f"merchant:{merchant_id}:volume"
+    return f"merchant:{_merchant_tag(merchant_id)}:{merchant_id}:volume"
 
 
-MERCHANT_GEO = "geo:merchants"
-MERCHANT_MAX_REACH = "merchants:max_reach_m"
+MERCHANT_GEO = "geo:merchants:{geo}"
+MERCHANT_MAX_REACH = "merchants:max_reach_m:{geo}"
 # Bumped by every change of any merchant profile; read paths cache profiles until it moves.
-MERCHANTS_VERSION = "merchants:version"
+MERCHANTS_VERSION = "merchants:version:{geo}"
 
 
 def menu_channel(merchant_id: str) -> str:
@@ -61,83 +161,129 @@ def menu_channel(merchant_id: str) -> str:
 # -- riders, zones, offers and dispatch --------------------------------------------
 
 
+def _zone_tag(zone: str) -> str:
+    return f"{{z:{shard_of(zone)}}}"
+
+
 def rider(rider_id: str) -> str:
-    return f"rider:{rider_id}"
+    return f"rider:{{r:{rider_id}}}"
 
 
 def rider_orders(rider_id: str) -> str:
     """The orders a rider carries now (assigned and not yet delivered)."""
-    return f"rider:{rider_id}:orders"
+    return f"rider:{{r:{rider_id}}}:orders"
 
 
 def rider_offer(rider_id: str) -> str:
     """The offer a rider has not answered yet (expires with the offer)."""
-    return f"rider:{rider_id}:offer"
+    return f"rider:{{r:{rider_id}}}:offer"
 
 
 def zone_riders(zone: str) -> str:
-    return f"zone:{zone}:riders"
+    return f"zone:{_zone_tag(zone)}:{zone}:riders"
+
+
+def new_offer_id(zone: str, unique: str) -> str:
+    """An offer id that names its zone's shard, where the offer is kept."""
+    return f"of{shard_of(zone)}_{unique}"
 
 
 def offer(offer_id: str) -> str:
-    return f"offer:{offer_id}"
+    return f"offer:{{z:{_shard_in(offer_id, 'of')}}}:{offer_id}"
 
 
-def offer_tried(order_id: str) -> str:
+def offer_tried(zone: str, order_id: str) -> str:
     """The riders an order was offered to, who are not asked again before a retry round."""
-    return f"dispatch:{order_id}:tried"
+    return f"dispatch:{_zone_tag(zone)}:{order_id}:tried"
+
+
+def order_offer(zone: str, order_id: str) -> str:
+    """The offer open for an order now, if any: one question about an order at a time."""
+    return f"dispatch:{_zone_tag(zone)}:{order_id}:offer"
 
 
 def dispatch_waiting(zone: str) -> str:
-    return f"dispatch:waiting:{zone}"
+    return f"dispatch:waiting:{_zone_tag(zone)}:{zone}"
 
 
-# The zones with orders waiting for a rider, so that the retry round and the dashboard
-# find them without scanning the keyspace (which grows with every order kept).
-WAITING_ZONES = "dispatch:zones_waiting"
+def waiting_zones(shard: int) -> str:
+    """The zones of a shard with orders waiting for a rider, so that the retry round and
+    the dashboard find them without scanning the keyspace."""
+    return f"dispatch:zones_waiting:{{z:{shard}}}"
+
+
+def waiting_zones_of(zone: str) -> str:
+    return waiting_zones(shard_of(zone))
+
+
+def offer_expiries(shard: int) -> str:
+    """A zone shard's open offers by when they expire (`<zone> <offer id>`)."""
+    return f"offers:expiries:{{z:{shard}}}"
+
+
+def offer_expiries_of(zone: str) -> str:
+    return offer_expiries(shard_of(zone))
+
 
 # -- payments and the ledger -------------------------------------------------------
 
 
 def payment(order_id: str) -> str:
-    return f"payment:{order_id}"
+    return f"payment:{_order_tag(order_id)}:{order_id}"
 
 
-# Orders awaiting payment, scored by when the provider is next asked about each.
-PAYMENTS_DUE = "payments:pending"
-
-LEDGER_BALANCES = "ledger:balances"
-LEDGER_JOURNAL = "ledger:journal"
+def payments_due(shard: int) -> str:
+    """A shard's orders awaiting payment, by when the provider is next asked about each."""
+    return f"payments:due:{{m:{shard}}}"
 
 
-def ledger_txn(txn_id: str) -> str:
-    return f"ledger:txn:{txn_id}"
+def payments_due_of(order_id: str) -> str:
+    return payments_due(order_shard(order_id))
+
+
+def ledger_balances(shard: int) -> str:
+    return f"ledger:balances:{{m:{shard}}}"
+
+
+def ledger_journal(shard: int) -> str:
+    return f"ledger:journal:{{m:{shard}}}"
+
+
+def ledger_txn(order_id: str, txn_id: str) -> str:
+    return f"ledger:txn:{_order_tag(order_id)}:{txn_id}"
 
 
 def ledger_of_order(order_id: str) -> str:
-    return f"ledger:order:{order_id}"
+    return f"ledger:order:{_order_tag(order_id)}:{order_id}"
 
 
-def ledger_of_day(day: date) -> str:
-    return f"ledger:day:{day.isoformat()}"
+def ledger_of_day(shard: int, day: date) -> str:
+    return f"ledger:day:{{m:{shard}}}:{day.isoformat()}"
 
 
 def ledger_of_merchant_day(merchant_id: str, day: date) -> str:
-    return f"ledger:merchant:{merchant_id}:{day.isoformat()}"
+    return f"ledger:merchant:{_merchant_tag(merchant_id)}:{merchant_id}:{day.isoformat()}"
 
 
-# Named by a transaction that books no payment record.
-NO_RECORD = "ledger:no-record"
+def no_record(shard: int) -> str:
+    """Named by a transaction that books no payment record."""
+    return f"ledger:no-record:{{m:{shard}}}"
+
 
 # -- coupons -----------------------------------------------------------------------
 
 
 def coupon(code: str) -> str:
-    return f"coupon:{code}"
+    return f"coupon:{{cp:{code}}}"
 
 
 def coupon_claims(code: str) -> str:
-    return f"coupon:{code}:claims"
+    return f"coupon:{{cp:{code}}}:claims"
+
+
+def coupon_orders(code: str) -> str:
+    """The orders holding a use of a coupon, so each use goes back once."""
+    return f"coupon:{{cp:{code}}}:orders"
 
 
 # -- terminals ---------------------------------------------------------------------
@@ -145,10 +291,12 @@ def coupon_claims(code: str) -> str:
 
 def inbox(role: str, owner_id: str) -> str:
     """A terminal's event stream; operations share one."""
-    return OPS_INBOX if role == "ops" else f"inbox:{role}:{owner_id}"
+    if role == "ops":
+        return OPS_INBOX
+    return f"inbox:{role}:{_party_tag(role, owner_id)}:{owner_id}"
 
 
-OPS_INBOX = "inbox:ops:all"
+OPS_INBOX = "inbox:ops:{ops}"
 
 
 def notify_channel(inbox_key: str) -> str:
@@ -156,23 +304,30 @@ def notify_channel(inbox_key: str) -> str:
     return f"notify:{inbox_key}"
 
 
+# -- entity shards' mailboxes and outboxes -----------------------------------------
+
+
 def mailbox(kind: str, shard: int) -> str:
     """The mailbox of one shard of an entity kind, read by the host that owns the shard."""
-    return f"mailbox:{kind}:{shard}"
+    return f"mailbox:{kind}:{shard_tag(kind, shard)}"
 
 
-# Open offers by when they expire (`<zone> <offer id>`), so an expiry survives its host.
-OFFER_EXPIRIES = "offers:expiries"
+def bell(mailbox_key: str) -> str:
+    """Rung when an entry is added to a mailbox, so its host reads it at once."""
+    return f"bell:{mailbox_key}"
 
 
-def order_offer(order_id: str) -> str:
-    """The offer open for an order now, if any: one question about an order at a time."""
-    return f"dispatch:{order_id}:offer"
+BELL_PREFIX = "bell:"
 
 
-def coupon_orders(code: str) -> str:
-    """The orders holding a use of a coupon, so each use goes back once."""
-    return f"coupon:{code}:orders"
+def outbox(kind: str, shard: int) -> str:
+    """What changes written by a kind's host in a shard must do in other slots."""
+    return f"outbox:{kind}:{shard_tag(kind, shard)}"
+
+
+def relayed(tag: str) -> str:
+    """Per outbox, the last of its entries applied in the slot of `tag`."""
+    return f"relayed:{{{tag}}}"
 
 
 def fault(name: str) -> str:

@@ -13,6 +13,7 @@ effect.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,8 @@ from storage import keys
 from storage.redis import RedisClient
 
 GROUP = "hosts"
-# Entries read per call, and how long a read waits for the first (under the command
-# timeout of the connection it holds).
+# Entries read per mailbox and call.
 BATCH = 256
-WAIT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -56,22 +55,21 @@ class MailboxStore:
                     raise
 
     async def read(self, streams: list[str], consumer: str, pending: bool = False) -> list[Entry]:
-        """New entries for `consumer` (waiting up to WAIT_MS for the first), or with
-        `pending` those it read before and did not acknowledge."""
+        """New entries for `consumer`, or with `pending` those it read before and did not
+        acknowledge. Each mailbox is in its own slot, so each is read on its own (one
+        round trip for all); nothing blocks: the mailboxes' bells say when to read."""
         if not streams:
             return []
-        answer = await self.client.xreadgroup(
-            GROUP,
-            consumer,
-            {stream: "0" if pending else ">" for stream in streams},
-            count=BATCH,
-            block=None if pending else WAIT_MS,
-        )
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xreadgroup(GROUP, consumer, {stream: "0" if pending else ">"}, count=BATCH)
+            answers = await pipe.execute()
         entries = []
-        for stream, rows in answer or []:
-            for entry_id, fields in rows:
-                if fields:  # a pending entry deleted meanwhile comes back without fields
-                    entries.append(Entry(stream, entry_id, orjson.loads(fields["m"])))
+        for answer in answers:
+            for stream, rows in answer or []:
+                for entry_id, fields in rows:
+                    if fields:  # a pending entry deleted meanwhile comes back without fields
+                        entries.append(Entry(stream, entry_id, orjson.loads(fields["m"])))
         return entries
 
     async def done(self, entries: list[Entry]) -> None:
@@ -88,6 +86,11 @@ class MailboxStore:
                 pipe.xdel(stream, *ids)
             await pipe.execute()
 
+    async def doorbell(self, streams: list[str]) -> Doorbell:
+        bell = Doorbell(self.client.pubsub(ignore_subscribe_messages=True))
+        await bell.pubsub.subscribe(*(keys.bell(stream) for stream in streams))
+        return bell
+
     def streams(self, kind: str, shards: list[int]) -> list[str]:
         return [keys.mailbox(kind, shard) for shard in shards]
 
@@ -95,3 +98,32 @@ class MailboxStore:
         """Add entries to a MULTI pipeline, so they commit with the change that causes them."""
         for stream, payload in posted:
             pipe.xadd(stream, {"m": payload})
+
+    async def ring(self, streams: Sequence[str]) -> None:
+        """Ring the bells of mailboxes that just got entries (after their transaction:
+        a bell has no slot). A bell missed costs its host a second, never the entry."""
+        for stream in sorted(set(streams)):
+            await self.client.publish(keys.bell(stream), "1")
+
+
+@dataclass
+class Doorbell:
+    """The bells of a host's mailboxes: which of them got entries since the last look."""
+
+    pubsub: Any
+
+    async def rung(self, timeout_s: float) -> set[str]:
+        """The mailboxes rung, waiting up to `timeout_s` for the first (empty: none)."""
+        rung: set[str] = set()
+        message = await self.pubsub.get_message(timeout=timeout_s)
+        while message is not None:
+            if message.get("type") == "message":
+                rung.add(message["channel"].removeprefix(keys.BELL_PREFIX))
+            if len(rung) > 4 * BATCH:
+                break
+            message = await self.pubsub.get_message(timeout=0)
+        return rung
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()

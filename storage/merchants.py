@@ -18,6 +18,7 @@ from domain.events import MenuChanged
 from domain.geo import Point
 from domain.merchants import MenuItem, Merchant
 from storage import keys
+from storage.outbox import Relay, Remote
 from storage.redis import RedisClient, Scripts
 
 CHUNK = 128
@@ -40,9 +41,11 @@ class Profile:
 
 
 class MerchantStore:
-    def __init__(self, client: RedisClient, scripts: Scripts) -> None:
+    def __init__(self, client: RedisClient, scripts: Scripts, relay: Relay | None = None) -> None:
+        """`relay` relays an onboarding's listing in the city before `onboard` returns."""
         self.client = client
         self.scripts = scripts
+        self.relay = relay
         self._profiles: dict[str, Profile] = {}
         self._version: str | None = None
 
@@ -59,23 +62,26 @@ class MerchantStore:
     async def onboard(self, merchant: Merchant) -> None:
         """Store a new merchant and list it in the city, in one step; `merchant_exists` if
         the id is taken (and then nothing is written)."""
+        outbox = keys.outbox("merchant", keys.shard_of(merchant.id))
+        listing = Remote(outbox)
+        listing.call(
+            "GEOADD", keys.MERCHANT_GEO, merchant.location.lng, merchant.location.lat, merchant.id
+        )
+        listing.call(
+            "ZADD",
+            keys.MERCHANT_MAX_REACH,
+            merchant.delivery.reach_m(merchant.location),
+            merchant.id,
+        )
+        listing.call("INCR", keys.MERCHANTS_VERSION)
         created = await self.scripts.onboard_merchant(
-            keys=[
-                keys.merchant(merchant.id),
-                keys.MERCHANT_GEO,
-                keys.MERCHANT_MAX_REACH,
-                keys.MERCHANTS_VERSION,
-            ],
-            args=[
-                orjson.dumps(merchant.as_dict()),
-                merchant.location.lng,
-                merchant.location.lat,
-                merchant.id,
-                merchant.delivery.reach_m(merchant.location),
-            ],
+            keys=[keys.merchant(merchant.id), outbox],
+            args=[orjson.dumps(merchant.as_dict()), listing.entry()],
         )
         if not created:
             raise DomainError("merchant_exists", "merchant already exists", id=merchant.id)
+        if self.relay is not None:
+            await self.relay.flush(outbox)
 
     async def set_menu_item(self, item: MenuItem, stock: int, change: MenuChanged) -> int:
         """Write an item, its stock and the menu's next version, and announce `change`.

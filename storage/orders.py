@@ -13,7 +13,10 @@ from domain import events as e
 from domain.errors import DomainError
 from domain.orders import Order, audience, awaits_merchant, releases_stock
 from storage import keys
+from storage.outbox import Relay, Remote
 from storage.redis import RedisClient, Scripts
+from storage.sealing import Sealer
+from storage.settings import DEV_DATA_KEY
 
 RunScript = Callable[[AsyncScript, list[Any], list[Any]], Awaitable[Any]]
 
@@ -37,24 +40,34 @@ class OrderStore:
         retention_s: int,
         payment_check_after_s: float,
         run_script: RunScript | None = None,
+        relay: Relay | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """`run_script(script, keys, args)` runs the commit script; by default on its own
-        round trip (a host passes one that pipelines concurrent commits)."""
+        round trip (a host passes one that pipelines concurrent commits). `relay` relays
+        each commit's outbox entry before `commit` returns (without one, the owning
+        host's sweep does)."""
         self.client = client
+        self.relay = relay
+        self.sealer = sealer or Sealer(DEV_DATA_KEY)
         self.scripts = scripts
         self.run_script = run_script or _run_alone
         self.inbox_maxlen = inbox_maxlen
         self.retention_ms = retention_s * 1000
         self.payment_check_after_s = payment_check_after_s
 
+    def _open(self, raw: str) -> dict[str, Any]:
+        opened: dict[str, Any] = self.sealer.open_order(orjson.loads(raw))
+        return opened
+
     async def load(self, order_id: str) -> Order | None:
         raw = await self.client.hget(keys.order(order_id), "json")
-        return Order.from_dict(orjson.loads(raw)) if raw else None
+        return Order.from_dict(self._open(raw)) if raw else None
 
     async def load_raw(self, order_id: str) -> dict[str, Any] | None:
         """The stored form of an order, for code that reads a few fields of it."""
         raw = await self.client.hget(keys.order(order_id), "json")
-        return orjson.loads(raw) if raw else None
+        return self._open(raw) if raw else None
 
     async def merchant_of(self, order_id: str) -> str | None:
         merchant_id: str | None = await self.client.hget(keys.order(order_id), "merchant_id")
@@ -75,7 +88,13 @@ class OrderStore:
         mail: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Write the new order, move stock, index it, publish the event and post its
-        follow-ups (`(mailbox, message)`, from `storage.mailboxes.mail`) in one script."""
+        follow-ups (`(mailbox, message)`, from `storage.mailboxes.mail`) in one script
+        in the order's slot; what belongs to other slots (the customer's, rider's and
+        operations' inboxes and indexes, other shards' mailboxes, the rider's load) is
+        that script's outbox entry, relayed before this returns."""
+        order_key = keys.order(after.id)
+        remote = Remote(order_key)
+        remote.event = orjson.dumps(event.as_dict()).decode()
         stock_sign = 0
         if before is None:
             stock_sign = -1
@@ -88,40 +107,61 @@ class OrderStore:
         placed_ms = int(after.placed_at.timestamp() * 1000)
         indexes: list[tuple[str, float]] = []
         if before is None:
+            remote.call("ZADD", keys.orders_of("customer", after.customer_id), placed_ms, after.id)
             indexes = [
-                (keys.orders_of("customer", after.customer_id), placed_ms),
                 (keys.orders_of("merchant", after.merchant_id), placed_ms),
                 # Saved with the order, so no order can await a payment nobody checks.
                 (
-                    keys.PAYMENTS_DUE,
+                    keys.payments_due_of(after.id),
                     after.placed_at.timestamp() + self.payment_check_after_s,
                 ),
             ]
         elif isinstance(event, e.RiderAssigned):
-            indexes = [(keys.orders_of("rider", event.rider_id), placed_ms)]
+            # The rider carries the order from this change on, whoever relays it: its
+            # load, its orders and the end of its open offer move in one step.
+            rider = event.rider_id
+            remote.call("ZADD", keys.orders_of("rider", rider), placed_ms, after.id)
+            remote.call("HINCRBY", keys.rider(rider), "load", 1)
+            remote.call("SADD", keys.rider_orders(rider), after.id)
+            remote.call("DEL", keys.rider_offer(rider))
         # The merchant's answer is due by the deadline: the timer is written with the
         # payment and gone with the answer, in the same script as each.
         unindexes: list[str] = []
+        deadlines = keys.accept_deadlines(keys.order_shard(after.id))
         if awaits_merchant(after):
             assert after.accept_deadline is not None
-            indexes.append((keys.ACCEPT_DEADLINES, after.accept_deadline.timestamp()))
+            indexes.append((deadlines, after.accept_deadline.timestamp()))
         elif before is not None and awaits_merchant(before):
-            unindexes.append(keys.ACCEPT_DEADLINES)
-        inboxes = [keys.inbox(role, who) for role, who in audience(after, event)]
+            unindexes.append(deadlines)
+        inboxes = []
+        for role, who in audience(after, event):
+            inbox = keys.inbox(role, who)
+            if remote.is_home(inbox):
+                inboxes.append(inbox)
+            else:
+                remote.tell(inbox, remote.event)
+        local_mail = []
+        for mailbox, message in mail:
+            if remote.is_home(mailbox):
+                local_mail.append((mailbox, message))
+            else:
+                remote.post(mailbox, message)
+        outbox = keys.outbox("merchant", keys.order_shard(after.id))
         result = await self.run_script(
             self.scripts.apply_order,
             [
-                keys.order(after.id),
+                order_key,
                 keys.stock(after.merchant_id),
+                outbox,
                 *(key for key, _ in indexes),
                 *unindexes,
-                *(mailbox for mailbox, _ in mail),
+                *(mailbox for mailbox, _ in local_mail),
                 *inboxes,
             ],
             [
                 before.version if before else 0,
                 after.version,
-                orjson.dumps(after.as_dict()),
+                orjson.dumps(self.sealer.seal_order(after.as_dict())),
                 after.status.value,
                 after.rider_id or "",
                 after.merchant_id,
@@ -133,15 +173,19 @@ class OrderStore:
                 after.id,
                 *(score for _, score in indexes),
                 len(unindexes),
-                len(mail),
-                *(message for _, message in mail),
+                len(local_mail),
+                *(message for _, message in local_mail),
                 self.inbox_maxlen,
                 self.retention_ms,
-                orjson.dumps(event.as_dict()),
+                remote.event,
                 keys.notify_channel(""),
+                remote.entry(),
+                keys.BELL_PREFIX,
             ],
         )
         if result[0] == "ok":
+            if remote and self.relay is not None:
+                await self.relay.flush(outbox)
             return
         if result[0] == "out_of_stock":
             raise DomainError(
@@ -158,7 +202,7 @@ class OrderStore:
             (raw, raw_eta), raw_payment = await pipe.execute()
         if raw is None:
             return None
-        order = orjson.loads(raw)
+        order = self._open(raw)
         rider_id = order.get("rider_id")
         position = None
         if rider_id:
@@ -193,21 +237,29 @@ class OrderStore:
             for order_id in order_ids:
                 pipe.hget(keys.order(order_id), "json")
             raws = await pipe.execute()
-        return [orjson.loads(r) for r in raws if r]
+        return [self._open(r) for r in raws if r]
 
-    async def past_accept_deadline(self, now: float, limit: int) -> list[str]:
-        """Paid orders whose merchant did not answer by their deadline, oldest first."""
-        due: list[str] = await self.client.zrangebyscore(
-            keys.ACCEPT_DEADLINES, "-inf", now, start=0, num=limit
-        )
-        return due
+    async def past_accept_deadline(self, shards: list[int], now: float, limit: int) -> list[str]:
+        """Paid orders of these shards whose merchant did not answer by their deadline."""
+        return await due_in(self.client, [keys.accept_deadlines(s) for s in shards], now, limit)
 
     async def forget_accept_deadline(self, order_id: str) -> None:
         """An order that is no longer waiting for its merchant (answered meanwhile)."""
-        await self.client.zrem(keys.ACCEPT_DEADLINES, order_id)
+        await self.client.zrem(keys.accept_deadlines(keys.order_shard(order_id)), order_id)
 
     async def set_eta(self, order_id: str, eta: dict[str, str]) -> None:
         await self.client.hset(keys.order(order_id), "eta", orjson.dumps(eta))
+
+
+async def due_in(client: RedisClient, sets: list[str], now: float, limit: int) -> list[str]:
+    """The members due by `now` in these due-time sets (one per shard), at most `limit`
+    from each, read in one round trip."""
+    if not sets:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for key in sets:
+            pipe.zrangebyscore(key, "-inf", now, start=0, num=limit)
+        return [member for due in await pipe.execute() for member in due]
 
 
 def _json(raw: str | None) -> Any:

@@ -7,7 +7,9 @@ from functools import cache
 from importlib import resources
 from typing import Any, TypeAlias
 
+import redis
 import redis.asyncio as aioredis
+import redis.cluster
 import redis.exceptions
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
@@ -71,17 +73,55 @@ class QueueingPool(aioredis.ConnectionPool):
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 5.0
 
-# What a caller sees while the server is down, restarting, or replaying its log.
+# What a caller sees while the server is down, restarting, or replaying its log; and
+# on a cluster while a replica takes over a failed primary's slots.
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
     ConnectionError,
     TimeoutError,
 )
 
 
+# `REDIS_URL` names a cluster by this scheme and its seed nodes:
+# `redis+cluster://host:port,host:port,...`; the client finds the rest from any of them.
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def cluster_seeds(url: str) -> list[tuple[str, int]]:
+    """The seed nodes of a cluster URL (a path such as `/0` is allowed and ignored)."""
+    hosts = url.removeprefix(CLUSTER_SCHEME).split("/", 1)[0]
+    seeds = []
+    for seed in hosts.split(","):
+        host, _, port = seed.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a cluster seed must be host:port, not {seed!r}")
+        seeds.append((host, int(port)))
+    return seeds
+
+
 def connect(url: str, max_connections: int = 64) -> RedisClient:
+    """A client of the server or of the cluster (`redis+cluster://...`) the URL names.
+
+    On a cluster every command goes to the primary of its key's slot, and a pipeline
+    is split by slot; a script or MULTI keeps to one slot (`storage/keys.py`)."""
+    if is_cluster(url):
+        return aioredis.RedisCluster(
+            startup_nodes=[aioredis.cluster.ClusterNode(h, p) for h, p in cluster_seeds(url)],
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            max_connections=max_connections,
+        )
     pool = QueueingPool.from_url(
         url,
         max_connections=max_connections,
@@ -90,6 +130,14 @@ def connect(url: str, max_connections: int = 64) -> RedisClient:
         socket_timeout=COMMAND_TIMEOUT_S,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def connect_blocking(url: str) -> Any:
+    """A blocking client of the same server or cluster, for tools and tests."""
+    if is_cluster(url):
+        nodes = [redis.cluster.ClusterNode(h, p) for h, p in cluster_seeds(url)]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, decode_responses=True)
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 _INCLUDE = "-- include: "
@@ -124,6 +172,16 @@ class Scripts:
         self.forget_waiting_zone: AsyncScript = client.register_script(
             _source("forget_waiting_zone")
         )
+        self.relay: AsyncScript = client.register_script(_source("relay"))
+
+
+def queue_eval(pipe: Any, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:
+    """Add a script call to a pipeline with its text (`EVAL`), so it never meets a server
+    that does not know it (a restarted one, a replica just promoted): a pipelined call
+    whose script is missing would fail while the calls after it succeed, out of order.
+    Through `execute_command`, which a cluster pipeline routes by the call's keys."""
+    source = script.script.decode() if isinstance(script.script, bytes) else script.script
+    pipe.execute_command("EVAL", source, len(keys), *keys, *args)
 
 
 class ScriptPipeline:
@@ -151,7 +209,7 @@ class ScriptPipeline:
             return [await script(keys=keys, args=args)]
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
         for n, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
             if isinstance(reply, NoScriptError):

@@ -11,7 +11,7 @@ import orjson
 from domain.dispatch import RiderPosition, job_of
 from domain.geo import Point
 from storage import keys
-from storage.metrics import KEEP_S, minute_of
+from storage.metrics import MetricsStore
 from storage.redis import RedisClient, Scripts
 
 # How far a neighbouring zone is searched for riders near a pickup.
@@ -26,6 +26,7 @@ class RiderStore:
     def __init__(self, client: RedisClient, scripts: Scripts) -> None:
         self.client = client
         self.scripts = scripts
+        self.metrics = MetricsStore(client)
 
     async def zone_of(self, rider_id: str) -> str | None:
         zone: str | None = await self.client.hget(keys.rider(rider_id), "zone")
@@ -48,8 +49,12 @@ class RiderStore:
         at: Point,
         seen_at: float,
     ) -> None:
-        """Record a rider's position and status, and move it between zones' GEO sets."""
-        async with self.client.pipeline(transaction=True) as pipe:
+        """Record a rider's position and status, and move it between zones' GEO sets.
+
+        A position is soft state that the rider's next report rewrites, and the rider
+        and its zones are in different slots: the writes go side by side in one round
+        trip, not as one transaction."""
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(
                 keys.rider(rider_id),
                 mapping={
@@ -166,14 +171,15 @@ class RiderStore:
         Returns the zone the rider is in (None when the order was freed before)."""
         now = datetime.now(UTC)
         zone = await self.scripts.free_rider(
-            keys=[
-                keys.rider(rider_id),
-                keys.rider_orders(rider_id),
-                keys.metrics_minute(minute_of(now)),
-            ],
-            args=[order_id, delivered_field(now), delivery_seconds, KEEP_S],
+            keys=[keys.rider(rider_id), keys.rider_orders(rider_id)],
+            args=[order_id, delivered_field(now)],
         )
-        return str(zone) if zone else None
+        if not zone:
+            return None
+        # The figures are in a slot of their own: counted beside the change, not in it
+        # (a crash between them loses one count, never a rider's load).
+        await self.metrics.count(now, delivered=1, delivery_seconds=delivery_seconds)
+        return str(zone)
 
     async def idle_in(self, zone: str, fresh_after_s: float) -> int:
         """Riders of a zone that carry nothing and were heard from within `fresh_after_s`."""

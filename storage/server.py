@@ -23,7 +23,12 @@ class EmbeddedRedis:
     """Start and stop one server process; the pid is ours and only ours is stopped.
 
     Its durability settings come from the caller (`storage.settings`), which says why
-    each is what it is."""
+    each is what it is.
+
+    It runs as a one-node cluster that owns every hash slot: clients talk to it as to a
+    single server, but a script or a MULTI whose keys are in two slots is refused
+    (`CROSSSLOT`) as a real cluster refuses it, so the one-slot rule of
+    `storage/keys.py` is checked by every run and every test, not only on a cluster."""
 
     def __init__(
         self,
@@ -31,12 +36,18 @@ class EmbeddedRedis:
         port: int,
         appendfsync: str,
         aof_rewrite_min_mb: int,
+        every_slot: bool = True,
     ) -> None:
+        """`every_slot`: the node takes every slot itself (a one-node cluster); without,
+        it waits to be given slots or a primary by `EmbeddedCluster`."""
+        self.every_slot = every_slot
         self.data_dir = data_dir
         self.port = port
         self.appendfsync = appendfsync
         self.aof_rewrite_min_mb = aof_rewrite_min_mb
         self.process: subprocess.Popen[bytes] | None = None
+        # The cluster bus needs a port of its own; kept across restarts.
+        self.bus_port = free_port()
 
     @property
     def url(self) -> str:
@@ -68,6 +79,12 @@ class EmbeddedRedis:
                 "10000",
                 "--stream-node-max-entries",
                 "100",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                str(self.bus_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -80,11 +97,17 @@ class EmbeddedRedis:
                     f"redis-protocol server exited ({self.process.returncode}); "
                     f"see {self.data_dir / 'server.log'}"
                 )
-            if _answers_ping(self.port):
+            if _answers_ping(self.port) and (not self.every_slot or _owns_every_slot(self.port)):
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-protocol server did not answer on port {self.port}")
+
+    def kill(self) -> None:
+        """Die at once, as a machine that loses power: no flush, no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -159,6 +182,105 @@ def _answers_ping(port: int) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class EmbeddedCluster:
+    """A Valkey cluster on this machine: `primaries` primaries with `replicas` replicas
+    each, every node a process of ours with its own ports and data directory.
+
+    The slots are split evenly over the primaries; each replica follows one primary and
+    takes over when it fails (Valkey's own failover, no sentinel)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        appendfsync: str,
+        aof_rewrite_min_mb: int,
+        primaries: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 2000,
+    ) -> None:
+        self.primaries = primaries
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes = [
+            EmbeddedRedis(
+                data_dir / f"node-{n}",
+                free_port(),
+                appendfsync,
+                aof_rewrite_min_mb,
+                every_slot=False,
+            )
+            for n in range(primaries * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """The form `REDIS_URL` takes for a cluster: every node a client may start from."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+            _command(node.port, "CONFIG", "SET", "cluster-node-timeout", str(self.node_timeout_ms))
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            _command(
+                node.port, "CLUSTER", "MEET", "127.0.0.1", str(first.port), str(first.bus_port)
+            )
+        per = 16384 // self.primaries
+        for n in range(self.primaries):
+            last = 16383 if n == self.primaries - 1 else (n + 1) * per - 1
+            _command(self.nodes[n].port, "CLUSTER", "ADDSLOTSRANGE", str(n * per), str(last))
+        deadline = time.monotonic() + timeout_s
+        ids = [
+            _command(node.port, "CLUSTER", "MYID").split(b"\r\n")[1].decode() for node in self.nodes
+        ]
+        for n, node in enumerate(self.nodes[self.primaries :]):
+            primary = ids[n % self.primaries]
+            # A node can follow a primary only once it has heard of it through the bus.
+            while primary.encode() not in _command(node.port, "CLUSTER", "NODES"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster's nodes did not meet")
+                time.sleep(0.05)
+            _command(node.port, "CLUSTER", "REPLICATE", primary)
+        while not all(self.healthy(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the cluster did not come up")
+            time.sleep(0.1)
+
+    def healthy(self, node: EmbeddedRedis) -> bool:
+        try:
+            return b"cluster_state:ok" in _command(node.port, "CLUSTER", "INFO")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _command(port: int, *words: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(
+            f"*{len(words)}\r\n".encode()
+            + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+        )
+        return sock.recv(4096)
+
+
+def _owns_every_slot(port: int) -> bool:
+    """Whether the node serves every slot; a new one is given them all first (a node
+    restarted on its data has them from its `nodes.conf`)."""
+    try:
+        info = _command(port, "CLUSTER", "INFO")
+        if b"cluster_slots_assigned:16384" not in info:
+            _command(port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            return False
+        return b"cluster_state:ok" in info
     except OSError:
         return False
 

@@ -8,6 +8,7 @@ receives it from its caller.
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,9 +18,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-secret-change-me-in-production-0123456789"
 DEV_PAYMENT_SECRET = "sandbox-secret-change-me"
+# 32 bytes, base64: the key of customers' personal data at rest in dev mode only.
+DEV_DATA_KEY = "ZGV2LWRhdGEta2V5LWNoYW5nZS1tZS0wMTIzNDU2Nzg="
 MIN_JWT_SECRET = 32
 MIN_PAYMENT_SECRET = 16
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _is_aes_256_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except ValueError:
+        return False
 
 
 class UnsafeSettings(ValueError):
@@ -74,17 +84,22 @@ class Settings(BaseSettings):
 
     jwt_secret: str = DEV_JWT_SECRET
     jwt_ttl_s: int = 7 * 24 * 3600
+    # AES-256-GCM key (32 bytes, base64) for customers' phone numbers and addresses at
+    # rest in Redis (`storage/sealing.py`). Losing it loses those fields of stored orders.
+    data_key: str = DEV_DATA_KEY
     # Dev mode mints tokens for anybody (`POST /v1/auth/dev-token`) and accepts the default
     # secrets: only `make run` and the tests ask for it, and it binds loopback only.
     dev_mode: bool = False
 
-    # Shards per entity kind: an entity belongs to one by hash, each shard to one host.
-    # Fixed for the life of a deployment's data (its mailboxes are named by shard).
-    shards: int = Field(64, ge=1, le=4096)
     # Tests only: hosts crash at moments a test arms in Redis (`storage/faults.py`).
     fault_injection: bool = False
     # An entity without messages this long has its cached state dropped from memory.
     entity_idle_s: float = 600.0
+    # People's messages queued for one entity before the next is refused at once (503
+    # with Retry-After): a merchant that cannot keep up makes its own customers retry
+    # instead of holding a host's memory and every caller's time. Follow-ups are never
+    # refused (they wait in the mailbox streams).
+    entity_queue_limit: int = Field(200, ge=1)
     # Host actors per kind; 0 sizes the kind to the CPUs Ray is given: one host of
     # each kind per two CPUs. On a small machine each extra host process costs more
     # in switching and in smaller batches than it adds (README, Performance); on a
@@ -117,6 +132,42 @@ class Settings(BaseSettings):
     # The provider's fee in basis points (the sandbox charges 0.6%, like WeChat Pay).
     provider_fee_bp: int = 60
 
+    # Requests per caller (the token's role and subject; the client address when
+    # anonymous) and route class, in the `limits` notation ("10/second;300/minute").
+    # Placement is the costliest write: a person places a few orders an hour, so ten a
+    # second is a script, and one replica's 1,700/s should take many callers.
+    rate_limit_place: str = "10/second"
+    # Other changes: a merchant at the lunch peak accepts and readies several orders a
+    # second, a rider reports its position every few seconds.
+    rate_limit_write: str = "30/second"
+    # Reads: terminals read orders and menus, the dashboard polls its figures.
+    rate_limit_read: str = "60/second"
+    # Token minting, keyed by client address (the caller has no token yet); `make run`'s
+    # seed mints some 60 tokens in about a second.
+    rate_limit_auth: str = "100/second"
+    # Ordinary requests one replica works on at once before it answers 503 at once:
+    # past this the event loop only queues, and every caller waits longer for nothing.
+    # Long polls, WebSockets and payment notifications are not counted.
+    shed_max_in_flight: int = Field(1000, ge=1)
+    # How long the replica waits on a merchant's entity before answering 503
+    # merchant_unavailable: far above a placement's p99 under load (about 50 ms), short
+    # enough that a stuck merchant costs its own customers seconds, not minutes.
+    merchant_call_timeout_s: float = Field(2.0, gt=0)
+    # Consecutive timeouts or failures that open a merchant's circuit breaker.
+    merchant_breaker_failures: int = Field(5, ge=1)
+    # How long an open breaker answers at once before calls are let through again.
+    merchant_breaker_open_s: float = Field(10.0, gt=0)
+    # Serve's graceful_shutdown_timeout_s for the API: the deregistration window
+    # (RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 2 s here), the longest long poll
+    # (30 s, API.md) and an ordinary request must fit, or they are cut at the kill.
+    api_drain_timeout_s: float = Field(40.0, gt=0)
+    # How often a draining replica looks whether its requests have finished.
+    api_drain_wait_loop_s: float = Field(0.5, gt=0)
+    # A caller past its limit waits this long (up to half as long again) for its
+    # 429: a client that ignores Retry-After on many sockets would otherwise keep the
+    # replica busy refusing it, and everybody else's requests queue behind.
+    rate_limit_hold_s: float = Field(1.0, ge=0)
+
     @model_validator(mode="after")
     def _size_hosts(self) -> Settings:
         per_kind = max(1, self.ray_num_cpus // 2)
@@ -146,6 +197,11 @@ class Settings(BaseSettings):
                 problems.append(
                     "O2O_PAYMENT_SECRET must be set to the provider's secret "
                     f"(at least {MIN_PAYMENT_SECRET} characters)"
+                )
+            if self.data_key == DEV_DATA_KEY or not _is_aes_256_key(self.data_key):
+                problems.append(
+                    "O2O_DATA_KEY must be a key of its own: 32 random bytes, base64 (for "
+                    "example `openssl rand -base64 32`)"
                 )
         if problems:
             raise UnsafeSettings("; ".join(problems))

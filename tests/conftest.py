@@ -11,15 +11,17 @@ from storage.server import EmbeddedRedis, free_port
 from storage.settings import Settings
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+def running_server(data_dir: Path) -> EmbeddedRedis:
     settings = Settings()
     server = EmbeddedRedis(
-        Path(tmp_path_factory.mktemp("redis")),
-        free_port(),
-        settings.appendfsync,
-        settings.redis_aof_rewrite_min_mb,
+        data_dir, free_port(), settings.appendfsync, settings.redis_aof_rewrite_min_mb
     )
     server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = running_server(Path(tmp_path_factory.mktemp("redis")))
     yield server
     server.stop()

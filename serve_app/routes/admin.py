@@ -13,20 +13,29 @@ from domain.errors import DomainError, not_found
 from serve_app import dashboard
 from serve_app.auth import Caller
 from serve_app.deps import admin, services
-from serve_app.schemas import CouponIn, RefundIn
+from serve_app.openapi import answers
+from serve_app.schemas import CouponIn, Id, RefundIn
 from serve_app.services import Services, as_json, now, unwrap
 
 router = APIRouter()
 
 
-@router.post("/v1/admin/coupons", status_code=201)
+@router.post("/v1/admin/coupons", status_code=201, responses=answers(409))
 async def create_coupon(
-    body: CouponIn, who: Caller = Depends(admin), app: Services = Depends(services)
+    body: CouponIn,
+    request: Request,
+    who: Caller = Depends(admin),
+    app: Services = Depends(services),
 ) -> Response:
     spec = body.model_dump(mode="json", exclude_none=True)
-    if not await app.coupons.create(spec):
-        raise DomainError("coupon_exists", "a coupon with this code exists", code=body.code)
-    return as_json(spec, 201)
+
+    async def run() -> Response:
+        if not await app.coupons.create(spec):
+            raise DomainError("coupon_exists", "a coupon with this code exists", code=body.code)
+        return as_json(spec, 201)
+
+    # A retry of a creation that went through gets its answer, not `coupon_exists`.
+    return await app.idempotent(request, who, run)
 
 
 def refund_no_for(order_id: str, idempotency_key: str | None) -> str:
@@ -39,9 +48,9 @@ def refund_no_for(order_id: str, idempotency_key: str | None) -> str:
     return f"{order_id}-a{suffix}"
 
 
-@router.post("/v1/admin/orders/{order_id}/refund")
+@router.post("/v1/admin/orders/{order_id}/refund", responses=answers(404, 409))
 async def admin_refund(
-    order_id: str,
+    order_id: Id,
     body: RefundIn,
     request: Request,
     who: Caller = Depends(admin),

@@ -11,15 +11,16 @@ from domain import commands as c
 from domain import ledger
 from serve_app.auth import Caller
 from serve_app.deps import merchant, services
-from serve_app.schemas import AcceptIn, ExpectVersion, RejectIn
+from serve_app.openapi import answers
+from serve_app.schemas import AcceptIn, ExpectVersion, Id, RejectIn
 from serve_app.services import Services, as_json, now
 
 router = APIRouter()
 
 
-@router.post("/v1/merchant/orders/{order_id}/accept")
+@router.post("/v1/merchant/orders/{order_id}/accept", responses=answers(404, 409))
 async def accept(
-    order_id: str,
+    order_id: Id,
     request: Request,
     body: AcceptIn | None = None,
     who: Caller = Depends(merchant),
@@ -33,9 +34,9 @@ async def accept(
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
 
 
-@router.post("/v1/merchant/orders/{order_id}/reject")
+@router.post("/v1/merchant/orders/{order_id}/reject", responses=answers(404, 409))
 async def reject(
-    order_id: str,
+    order_id: Id,
     body: RejectIn,
     request: Request,
     who: Caller = Depends(merchant),
@@ -45,9 +46,9 @@ async def reject(
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
 
 
-@router.post("/v1/merchant/orders/{order_id}/ready")
+@router.post("/v1/merchant/orders/{order_id}/ready", responses=answers(404, 409))
 async def ready(
-    order_id: str,
+    order_id: Id,
     request: Request,
     body: ExpectVersion | None = None,
     who: Caller = Depends(merchant),

@@ -18,6 +18,7 @@ from domain.dispatch import STALE_AFTER
 from domain.geo import Point, require_indexable, zone_of, zones_around
 from serve_app.auth import Caller
 from serve_app.deps import admin, services
+from serve_app.schemas import IndexedLat, Lng
 from serve_app.services import Services, as_json, now
 from storage.city import CityStore
 
@@ -31,8 +32,8 @@ MAX_RINGS = 12
 
 @router.get("/v1/admin/city")
 async def city(
-    lat: float = Query(ge=-90, le=90),
-    lng: float = Query(ge=-180, le=180),
+    lat: IndexedLat,
+    lng: Lng,
     radius_m: int = Query(6000, ge=100, le=MAX_RADIUS_M),
     window_min: int = Query(15, gt=0, le=1440),
     who: Caller = Depends(admin),

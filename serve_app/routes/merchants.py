@@ -7,17 +7,18 @@ import uuid
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from domain.errors import forbidden, invalid
+from domain.errors import forbidden
 from domain.geo import Point, require_indexable
 from serve_app.auth import Caller
-from serve_app.deps import admin, caller, merchant_or_admin, services
-from serve_app.schemas import MenuItemIn, MerchantIn
+from serve_app.deps import admin, customer, merchant_or_admin, services
+from serve_app.openapi import answers
+from serve_app.schemas import Id, IndexedLat, Lng, MenuItemIn, MerchantIn
 from serve_app.services import Services, as_json, unwrap
 
 router = APIRouter()
 
 
-@router.post("/v1/merchants", status_code=201)
+@router.post("/v1/merchants", status_code=201, responses=answers(409))
 async def onboard(
     body: MerchantIn,
     request: Request,
@@ -36,27 +37,27 @@ async def onboard(
 
 @router.get("/v1/merchants/nearby")
 async def nearby(
-    lat: float = Query(ge=-90, le=90),
-    lng: float = Query(ge=-180, le=180),
+    lat: IndexedLat,
+    lng: Lng,
     radius_m: int = Query(10_000, gt=0, le=50_000),
     limit: int = Query(50, gt=0, le=200),
-    who: Caller = Depends(caller),
+    who: Caller = Depends(customer),
     app: Services = Depends(services),
 ) -> Response:
     require_indexable(Point(lat, lng), "the point searched around")
     return as_json({"merchants": await app.merchants.nearby(lat, lng, radius_m, limit)})
 
 
-@router.get("/v1/merchants/{merchant_id}/menu")
-async def menu(merchant_id: str, app: Services = Depends(services)) -> Response:
+@router.get("/v1/merchants/{merchant_id}/menu", responses=answers(404))
+async def menu(merchant_id: Id, app: Services = Depends(services)) -> Response:
     version, items = await app.merchants.menu(merchant_id)
     return as_json({"merchant_id": merchant_id, "menu_version": version, "items": items})
 
 
-@router.put("/v1/merchants/{merchant_id}/menu/items/{item_id}")
+@router.put("/v1/merchants/{merchant_id}/menu/items/{item_id}", responses=answers(404))
 async def set_menu_item(
-    merchant_id: str,
-    item_id: str,
+    merchant_id: Id,
+    item_id: Id,
     body: MenuItemIn,
     request: Request,
     who: Caller = Depends(merchant_or_admin),
@@ -64,8 +65,6 @@ async def set_menu_item(
 ) -> Response:
     if who.role == "merchant" and who.sub != merchant_id:
         raise forbidden("a merchant changes only its own menu")
-    if not 0 < len(item_id) <= 64:
-        raise invalid("item_id must be 1 to 64 characters")
     item = {
         "id": item_id,
         "name": body.name,

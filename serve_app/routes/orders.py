@@ -14,28 +14,31 @@ from domain.orders import visible_to
 from serve_app import views
 from serve_app.auth import Caller
 from serve_app.deps import caller, customer, customer_or_admin, services
-from serve_app.schemas import CancelIn, OrderIn
+from serve_app.openapi import answers
+from serve_app.schemas import CancelIn, Id, Offset, OrderIn
 from serve_app.services import Services, as_json, now, unwrap
+from storage.keys import new_order_id
 
 router = APIRouter()
 
 
-def order_id_for(who: Caller, idempotency_key: str | None) -> str:
-    """The same key always names the same order, so a retry can never make two."""
+def order_id_for(who: Caller, merchant_id: str, idempotency_key: str | None) -> str:
+    """The same key always names the same order, so a retry can never make two; the id
+    names its merchant's shard, where all of the order is kept."""
     if idempotency_key:
         digest = hashlib.blake2b(f"{who.sub}\n{idempotency_key}".encode(), digest_size=10)
-        return f"o_{digest.hexdigest()}"
-    return f"o_{uuid.uuid4().hex[:20]}"
+        return new_order_id(merchant_id, digest.hexdigest())
+    return new_order_id(merchant_id, uuid.uuid4().hex[:20])
 
 
-@router.post("/v1/orders", status_code=201)
+@router.post("/v1/orders", status_code=201, responses=answers(404, 409))
 async def place_order(
     body: OrderIn,
     request: Request,
     who: Caller = Depends(customer),
     app: Services = Depends(services),
 ) -> Response:
-    order_id = order_id_for(who, request.headers.get("idempotency-key"))
+    order_id = order_id_for(who, body.merchant_id, request.headers.get("idempotency-key"))
     merchant = app.directory.merchant(body.merchant_id)
 
     async def run() -> Response:
@@ -47,9 +50,9 @@ async def place_order(
     return await app.idempotent(request, who, run)
 
 
-@router.get("/v1/orders/{order_id}")
+@router.get("/v1/orders/{order_id}", responses=answers(404))
 async def get_order(
-    order_id: str, who: Caller = Depends(caller), app: Services = Depends(services)
+    order_id: Id, who: Caller = Depends(caller), app: Services = Depends(services)
 ) -> Response:
     read = await app.orders.read(order_id)
     if read is None or not visible_to(
@@ -63,27 +66,30 @@ async def get_order(
     return as_json(views.order(read, app.checkout))
 
 
-@router.get("/v1/orders")
+@router.get("/v1/orders", responses=answers(403))
 async def list_orders(
     status: str | None = None,
     limit: int = Query(20, gt=0, le=100),
-    cursor: int = Query(0, ge=0),
+    cursor: Offset = 0,
     who: Caller = Depends(caller),
     app: Services = Depends(services),
 ) -> Response:
+    """The caller's orders, newest first; `cursor` is the answer's `cursor`, or empty
+    (or left out) for the newest."""
     if who.role == "admin":
         raise forbidden("operations list orders through the dashboard")
-    ids = await app.orders.ids_of(who.role, who.sub, cursor, limit)
+    start = cursor or 0
+    ids = await app.orders.ids_of(who.role, who.sub, start, limit)
     orders = await app.orders.many(ids)
     if status:
         orders = [o for o in orders if o["status"] == status]
-    next_cursor = cursor + len(ids) if len(ids) == limit else None
+    next_cursor = start + len(ids) if len(ids) == limit else None
     return as_json({"orders": orders, "cursor": next_cursor})
 
 
-@router.post("/v1/orders/{order_id}/cancel")
+@router.post("/v1/orders/{order_id}/cancel", responses=answers(404, 409))
 async def cancel(
-    order_id: str,
+    order_id: Id,
     request: Request,
     body: CancelIn | None = None,
     who: Caller = Depends(customer_or_admin),

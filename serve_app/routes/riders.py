@@ -10,7 +10,8 @@ from domain.errors import DomainError, not_found
 from domain.geo import Point, require_indexable, zone_of
 from serve_app.auth import Caller
 from serve_app.deps import rider, services
-from serve_app.schemas import LocationIn, RiderStatusIn
+from serve_app.openapi import answers
+from serve_app.schemas import Id, LocationIn, RiderStatusIn
 from serve_app.services import Services, as_json, now, unwrap
 
 router = APIRouter()
@@ -54,31 +55,31 @@ async def _answer(
     return await app.idempotent(request, who, run)
 
 
-@router.post("/v1/rider/offers/{offer_id}/accept")
+@router.post("/v1/rider/offers/{offer_id}/accept", responses=answers(404, 409))
 async def accept_offer(
-    offer_id: str, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    offer_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
 ) -> Response:
     return await _answer(offer_id, request, who, app, True)
 
 
-@router.post("/v1/rider/offers/{offer_id}/decline")
+@router.post("/v1/rider/offers/{offer_id}/decline", responses=answers(404, 409))
 async def decline_offer(
-    offer_id: str, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    offer_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
 ) -> Response:
     return await _answer(offer_id, request, who, app, False)
 
 
-@router.post("/v1/rider/orders/{order_id}/pickup")
+@router.post("/v1/rider/orders/{order_id}/pickup", responses=answers(404, 409))
 async def pickup(
-    order_id: str, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    order_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
 ) -> Response:
     command = c.PickUp(at=now(), rider_id=who.sub)
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
 
 
-@router.post("/v1/rider/orders/{order_id}/deliver")
+@router.post("/v1/rider/orders/{order_id}/deliver", responses=answers(404, 409))
 async def deliver(
-    order_id: str, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    order_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
 ) -> Response:
     command = c.Deliver(at=now(), rider_id=who.sub)
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))

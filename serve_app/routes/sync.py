@@ -8,15 +8,16 @@ import contextlib
 import orjson
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 
-from domain.errors import DomainError, invalid
-from serve_app import auth
+from domain.errors import DomainError
+from serve_app import auth, errors
 from serve_app.auth import Caller
 from serve_app.deps import caller, services
+from serve_app.schemas import Cursor, Id, SyncQuery
 from serve_app.services import Services, as_json
 from serve_app.sync import Feed, ResyncRequired, snapshot
 from storage import keys
-from storage.inboxes import is_stream_id
 from storage.redis import UNAVAILABLE
 
 router = APIRouter()
@@ -25,28 +26,30 @@ router = APIRouter()
 BACKLOG_PAGE = 500
 # WebSocket close code 1012, "service restart": clients reconnect on it.
 STORE_RESTARTING = 1012
+# A socket whose address the long poll would answer 422 (a bad `cursor` or `viewing`):
+# one error frame in the shape of API.md, then this close code, 4000 + that status as
+# 4401 is for a bad token. Reconnecting with the same address cannot help.
+INVALID_QUERY = 4422
+MERCHANT_ID: TypeAdapter[str] = TypeAdapter(Id)
 
 
 def inbox_of(who: Caller) -> str:
     return keys.inbox("ops" if who.role == "admin" else who.role, who.sub)
 
 
-def _checked(cursor: str | None) -> str | None:
-    if cursor is not None and not is_stream_id(cursor):
-        raise invalid("cursor must be a stream id like 1700000000000-0")
-    return cursor
-
-
 @router.get("/v1/sync/events")
 async def sync_events(
-    cursor: str | None = None,
+    cursor: Cursor | None = None,
     wait_s: float = Query(0, ge=0, le=30),
     limit: int = Query(100, gt=0, le=1000),
     who: Caller = Depends(caller),
     app: Services = Depends(services),
 ) -> Response:
+    """The events after `cursor`; without one, or with an empty one, from the oldest
+    retained. A cursor from before what the stream still holds gets one
+    `resync_required` event with a fresh cursor."""
     inbox = inbox_of(who)
-    async with Feed(app.hub, app.inboxes, inbox, _checked(cursor)) as feed:
+    async with Feed(app.hub, app.inboxes, inbox, cursor or None) as feed:
         try:
             await feed.check_retained()
         except ResyncRequired:
@@ -67,20 +70,29 @@ async def sync_ws(
     viewing: str | None = None,
     app: Services = Depends(services),
 ) -> None:
-    """Everything after `cursor`, then live events, one JSON text frame each."""
+    """Everything after `cursor` (as the long poll reads it), then live events, one JSON
+    text frame each.
+
+    A bad token refuses the handshake. A bad `cursor` or `viewing` gets one frame
+    `{"error": {"code": "invalid_request", ...}}` and the close code 4422.
+    """
     try:
         who = auth.decode(
             app.settings.jwt_secret, token or auth.bearer(websocket.headers.get("authorization"))
         )
-        cursor = _checked(cursor)
     except DomainError as err:
-        await websocket.close(code=4401 if err.code == "unauthorized" else 4422, reason=err.message)
+        await websocket.close(code=4401, reason=err.message)
+        return
+    try:
+        query = SyncQuery(cursor=cursor, viewing=viewing)
+    except ValidationError as err:
+        await _refuse(websocket, err)
         return
     await websocket.accept()
-    async with Feed(app.hub, app.inboxes, inbox_of(who), cursor) as feed:
+    async with Feed(app.hub, app.inboxes, inbox_of(who), query.cursor or None) as feed:
         await feed.subscribe()
-        if viewing:
-            await feed.view(viewing)
+        if query.viewing:
+            await feed.view(query.viewing)
         sender = asyncio.create_task(_push(websocket, feed, who, app))
         receiver = asyncio.create_task(_listen(websocket, feed))
         done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,6 +106,17 @@ async def sync_ws(
             # gets what it missed once Redis answers.
             with contextlib.suppress(Exception):
                 await websocket.close(code=STORE_RESTARTING, reason="reconnect with your cursor")
+
+
+async def _refuse(websocket: WebSocket, err: ValidationError) -> None:
+    problems = [
+        {**problem, "loc": ["query", *problem["loc"]]}
+        for problem in errors.problems_of(err.errors())
+    ]
+    frame = errors.error_body("invalid_request", errors.summary_of(problems), {"errors": problems})
+    await websocket.accept()
+    await websocket.send_text(frame.decode())
+    await websocket.close(code=INVALID_QUERY, reason="invalid query")
 
 
 async def _push(websocket: WebSocket, feed: Feed, who: Caller, app: Services) -> None:
@@ -114,6 +137,14 @@ async def _push(websocket: WebSocket, feed: Feed, who: Caller, app: Services) ->
             await websocket.send_text(orjson.dumps(event).decode())
 
 
+def _is_id(value: object) -> bool:
+    try:
+        MERCHANT_ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
 async def _listen(websocket: WebSocket, feed: Feed) -> None:
     """Commands from the terminal: which merchant it is viewing, and pings."""
     with contextlib.suppress(WebSocketDisconnect):
@@ -123,7 +154,7 @@ async def _listen(websocket: WebSocket, feed: Feed) -> None:
             except orjson.JSONDecodeError:
                 continue
             kind = command.get("type") if isinstance(command, dict) else None
-            if kind == "view" and isinstance(command.get("merchant_id"), str):
+            if kind == "view" and _is_id(command.get("merchant_id")):
                 await feed.view(command["merchant_id"])
             elif kind == "ping":
                 await websocket.send_text('{"type":"pong"}')

@@ -1,10 +1,13 @@
 -- One order change, its stock movement, its indexes and its events: all or nothing.
--- KEYS: order, stock, <n_idx index zsets>, <n_unidx zsets>, <n_mail mailboxes>, <inbox streams>
+-- Every key is in the order's merchant shard's slot (storage/keys.py).
+-- KEYS: order, stock, outbox, <n_idx index zsets>, <n_unidx zsets>, <n_mail mailboxes>,
+--       <inbox streams>
 -- ARGV: expected_version, new_version, order_json, status, rider_id, merchant_id, customer_id,
 --       stock_sign, n_stock, (item, qty)*, n_idx, member, score*, n_unidx, n_mail, message*,
---       maxlen, retention_ms, event_json, channel prefix
+--       maxlen, retention_ms, event_json, channel prefix, outbox entry, bell prefix
 -- Each message is a follow-up the change sets going, posted to the mailbox of the
--- entity that acts on it: it exists exactly when the change does.
+-- entity that acts on it (and its bell rung): it exists exactly when the change does.
+-- What the change does in other slots is the outbox entry ('' for none), relayed next.
 -- The index zsets (indexes and due-time sets) get the order id as member, each with its
 -- own score; the order leaves the n_unidx zsets (a due time that no longer applies).
 -- include: append_to_inboxes
@@ -36,18 +39,23 @@ redis.call('HSET', order_key, 'json', ARGV[3], 'version', ARGV[2], 'status', ARG
 local n_idx = tonumber(ARGV[i])
 local member = ARGV[i + 1]
 for k = 1, n_idx do
-  redis.call('ZADD', KEYS[2 + k], ARGV[i + 1 + k], member)
+  redis.call('ZADD', KEYS[3 + k], ARGV[i + 1 + k], member)
 end
 i = i + 2 + n_idx
 local n_unidx = tonumber(ARGV[i])
 for k = 1, n_unidx do
-  redis.call('ZREM', KEYS[2 + n_idx + k], member)
+  redis.call('ZREM', KEYS[3 + n_idx + k], member)
 end
 i = i + 1
 local n_mail = tonumber(ARGV[i])
 for k = 1, n_mail do
-  redis.call('XADD', KEYS[2 + n_idx + n_unidx + k], '*', 'm', ARGV[i + k])
+  local mailbox = KEYS[3 + n_idx + n_unidx + k]
+  redis.call('XADD', mailbox, '*', 'm', ARGV[i + k])
+  redis.call('PUBLISH', ARGV[i + n_mail + 6] .. mailbox, '1')
 end
 i = i + 1 + n_mail
-append_to_inboxes(3 + n_idx + n_unidx + n_mail, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+append_to_inboxes(4 + n_idx + n_unidx + n_mail, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+if ARGV[i + 4] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'x', ARGV[i + 4])
+end
 return {'ok'}

@@ -1,14 +1,11 @@
 -- A delivery is done: the rider carries the order no more, and counts one more today.
 -- Once only: a second call for the same order (a follow-up applied again) changes nothing.
--- KEYS: rider, rider's orders, the minute's metrics
--- ARGV: order_id, today's delivered field, delivery_seconds, metrics keep_s
+-- KEYS: rider, rider's orders (one rider's slot)
+-- ARGV: order_id, today's delivered field
 -- Returns the rider's zone, or false when the order was freed before.
 if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then
   return false
 end
 redis.call('HINCRBY', KEYS[1], 'load', -1)
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[3], 'delivered', 1)
-redis.call('HINCRBY', KEYS[3], 'delivery_seconds', ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
 return redis.call('HGET', KEYS[1], 'zone')

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api
 from tests.e2e.world import World, make_world
 
 # Written in the background by the timers and follow-ups of earlier tests (dispatch,
-# offer expiry, the payment poller's due times, accept deadlines, mailboxes); none of
+# offer expiry, the payment poller's due times, accept deadlines, mailboxes, outboxes
+# and their relay marks); none of
 # the requests below can touch them, and each order they could make is checked itself.
 BACKGROUND = (
     "offer:",
@@ -23,9 +28,13 @@ BACKGROUND = (
     "inbox:ops:",
     "rider:",
     "zone:",
-    "payments:pending",
+    "payments:due",
     "orders:accept_deadlines",
     "mailbox:",
+    "outbox:",
+    "relayed:",
+    # The rate limiter counts every request, refused or not: that is not a change.
+    "ratelimit:",
 )
 
 
@@ -282,3 +291,146 @@ def test_idempotency_key_replays_and_refuses_a_different_body(world: World) -> N
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert world.stock("dumplings") == 2
+
+
+BEYOND_INT64 = 10**20
+PAST_LAST_STREAM_ID = "18446744073709551615-18446744073709551615"
+
+
+def past_limits(w: World) -> list[tuple[str, Callable[[], httpx.Response]]]:
+    """Input that looks valid but no store could take (integers past 64 bits, points
+    beyond the GEO index, cursors past the last stream id, ids no key may have): each a
+    422 in the error shape, never a 500."""
+    coupon = {
+        "code": "HUGE",
+        "total": 1,
+        "starts_at": "2020-01-01T00:00:00Z",
+        "ends_at": "2030-01-01T00:00:00Z",
+    }
+    return [
+        (
+            "search beyond the GEO index",
+            lambda: w.customer.get("/v1/merchants/nearby", params={"lat": 89.9, "lng": 10}),
+        ),
+        (
+            "online beyond the GEO index",
+            lambda: w.rider.post(
+                "/v1/riders/me/status", json={"online": True, "lat": 89.5, "lng": 10}
+            ),
+        ),
+        (
+            "moving beyond the GEO index",
+            lambda: w.rider.post("/v1/riders/me/location", json={"lat": 89.9, "lng": 10}),
+        ),
+        (
+            "expected total past int64",
+            lambda: w.customer.post(
+                "/v1/orders", json=w.order_body(expected_total_fen=BEYOND_INT64)
+            ),
+        ),
+        (
+            "menu version past int64",
+            lambda: w.customer.post("/v1/orders", json=w.order_body(menu_version=BEYOND_INT64)),
+        ),
+        (
+            "coupon discount past int64",
+            lambda: w.admin.post(
+                "/v1/admin/coupons", json={**coupon, "discount_fen": BEYOND_INT64}
+            ),
+        ),
+        (
+            "coupon limit past int64",
+            lambda: w.admin.post(
+                "/v1/admin/coupons",
+                json={**coupon, "percent": 10, "per_customer_limit": BEYOND_INT64},
+            ),
+        ),
+        (
+            "refund past int64",
+            lambda: w.admin.post("/v1/admin/orders/o_x/refund", json={"amount_fen": BEYOND_INT64}),
+        ),
+        (
+            "expected version past int64",
+            lambda: w.customer.post(
+                "/v1/orders/o_x/cancel", json={"expected_version": BEYOND_INT64}
+            ),
+        ),
+        (
+            "split plan with an integer past int64",
+            lambda: w.admin.post(
+                "/v1/merchants",
+                json={
+                    "name": "x",
+                    "lat": 1,
+                    "lng": 1,
+                    "delivery": {"radius_m": 10},
+                    "split_plan": {"levels": [{"rule": {"fixed_fen": BEYOND_INT64}}]},
+                },
+            ),
+        ),
+        (
+            "orders cursor at int64's end",
+            lambda: w.customer.get("/v1/orders", params={"cursor": 2**63 - 1}),
+        ),
+        (
+            "sync cursor past 64 bits",
+            lambda: w.customer.get(
+                "/v1/sync/events", params={"cursor": "99999999999999999999999-0"}
+            ),
+        ),
+        (
+            "sync cursor in fullwidth digits",
+            lambda: w.customer.get("/v1/sync/events", params={"cursor": "\uff11\uff12\uff13-0"}),
+        ),
+        (
+            "sync cursor after the last stream id",
+            lambda: w.customer.get("/v1/sync/events", params={"cursor": PAST_LAST_STREAM_ID}),
+        ),
+        ("order id too long", lambda: w.customer.get(f"/v1/orders/o_{'x' * 64}")),
+        ("order id with a space", lambda: w.customer.get("/v1/orders/o%20x")),
+    ]
+
+
+def test_numbers_past_what_the_platform_holds_are_refused(world: World, store: redis.Redis) -> None:
+    before = snapshot(store)
+    failures = []
+    for name, request in past_limits(world):
+        answer = request()
+        body = answer.json() if answer.headers.get("content-type") == "application/json" else {}
+        error = body.get("error") or {}
+        if answer.status_code != 422 or error.get("code") != "invalid_request":
+            failures.append(f"{name}: {answer.status_code} {answer.text[:300]}")
+    assert not failures, "\n".join(failures)
+    assert snapshot(store) == before
+
+
+def test_the_refusal_says_what_is_wrong(world: World) -> None:
+    answer = world.customer.get("/v1/merchants/nearby", params={"lat": 89.9, "lng": 10})
+    message = answer.json()["error"]["message"]
+    assert "query.lat" in message and "85.05112878" in message, message
+
+
+def test_an_empty_cursor_reads_from_the_start(world: World) -> None:
+    for path in ("/v1/orders", "/v1/sync/events"):
+        empty = world.customer.get(path, params={"cursor": ""})
+        assert empty.status_code == 200, empty.text
+        assert empty.json() == world.customer.get(path).json()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["99999999999999999999999-0", "%EF%BC%91%EF%BC%92%EF%BC%93-0", PAST_LAST_STREAM_ID, "x"],
+)
+def test_a_socket_with_a_bad_cursor_gets_an_error_frame_and_4422(
+    world: World, platform: Platform, cursor: str
+) -> None:
+    token = world.customer.http.headers["authorization"][7:]
+    host, port = platform.settings.http_host, platform.settings.http_port
+    url = f"ws://{host}:{port}/v1/sync/ws?token={token}&cursor={cursor}"
+    with connect(url) as socket:
+        frame = json.loads(socket.recv(timeout=5))
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+    assert frame["error"]["code"] == "invalid_request", frame
+    assert frame["error"]["message"].startswith("query.cursor"), frame
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4422

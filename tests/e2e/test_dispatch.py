@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from domain.geo import Point, zone_of
+from storage import keys
 from tests.e2e.conftest import Api, eventually, unique
 from tests.e2e.world import accepted_order, events_of, make_world
 
@@ -91,7 +92,7 @@ def test_stale_riders_are_not_offered_orders(
 ) -> None:
     world = make_world(login)
     _, fresh = online(login, world.lat + 0.01, world.lng)
-    store.hset(f"rider:{world.rider_id}", "seen_at", time.time() - 120)  # silent for 2 minutes
+    store.hset(keys.rider(world.rider_id), "seen_at", time.time() - 120)  # silent for 2 minutes
     order = accepted_order(world)
     eventually(lambda: offers(fresh, order["id"]), what="an offer to the fresh rider")
     assert not offers(world.rider, order["id"])
@@ -138,13 +139,13 @@ def test_a_rider_crossing_into_another_cell_moves_to_that_zone(
     there_point = Point(world.lat + 0.002, world.lng + 0.03)
     there = zone_of(there_point, 7)
     assert here != there
-    assert store.zscore(f"zone:{here}:riders", world.rider_id) is not None
+    assert store.zscore(keys.zone_riders(here), world.rider_id) is not None
     moved = world.rider.post(
         "/v1/riders/me/location", json={"lat": there_point.lat, "lng": there_point.lng}
     )
     assert moved.json()["zone"] == there
-    assert store.zscore(f"zone:{here}:riders", world.rider_id) is None
-    assert store.zscore(f"zone:{there}:riders", world.rider_id) is not None
+    assert store.zscore(keys.zone_riders(here), world.rider_id) is None
+    assert store.zscore(keys.zone_riders(there), world.rider_id) is not None
 
 
 def test_metrics_show_the_figures_operations_watch(login: Callable[[str, str], Api]) -> None:

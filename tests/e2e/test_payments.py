@@ -15,6 +15,7 @@ import redis
 
 from cluster.launcher import Platform
 from domain.ledger import Transaction, check_invariants, party_payable, provider_clearing
+from storage import keys
 from storage.provider import sign
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import delivered_order, events_of, make_world, paid_order, pay, status_of
@@ -34,12 +35,12 @@ def sandbox_knobs(platform: Platform) -> Iterator[Callable[..., None]]:
 def ledger_of(store: redis.Redis, order_id: str) -> list[Transaction]:
     return [
         Transaction.from_dict(orjson.loads(r))
-        for r in store.lrange(f"ledger:order:{order_id}", 0, -1)
+        for r in store.lrange(keys.ledger_of_order(order_id), 0, -1)
     ]
 
 
 def payment_of(store: redis.Redis, order_id: str) -> dict[str, Any]:
-    record: dict[str, Any] = orjson.loads(store.get(f"payment:{order_id}") or b"{}")
+    record: dict[str, Any] = orjson.loads(store.get(keys.payment(order_id)) or b"{}")
     return record
 
 
@@ -71,7 +72,7 @@ def test_forged_stale_and_mismatched_notifications_change_nothing(
         "refund_no": None,
         "at": datetime.now(UTC).isoformat(),
     }
-    before = (store.hgetall(f"order:{order['id']}"), payment_of(store, order["id"]))
+    before = (store.hgetall(keys.order(order["id"])), payment_of(store, order["id"]))
     refusals = [
         (notice(platform, good, secret="not-the-secret"), 401),
         (notice(platform, good, at=time.time() - 301), 401),
@@ -85,7 +86,7 @@ def test_forged_stale_and_mismatched_notifications_change_nothing(
     for answer, status in refusals:
         assert answer.status_code == status, answer.text
         assert answer.text != "success"
-    assert (store.hgetall(f"order:{order['id']}"), payment_of(store, order["id"])) == before
+    assert (store.hgetall(keys.order(order["id"])), payment_of(store, order["id"])) == before
     assert ledger_of(store, order["id"]) == []
     assert status_of(world.customer, order["id"]) == "pending_payment"
 
@@ -158,7 +159,7 @@ def test_placement_asks_nothing_of_the_provider_until_the_customer_pays(
     provider_view = f"{platform.settings.sandbox_url}/v1/orders/{order['id']}"
     assert httpx.get(provider_view, timeout=10).status_code == 404
     # The payment shard will still ask after it: the order joined the queue as it was saved.
-    assert store.zscore("payments:pending", order["id"]) is not None
+    assert store.zscore(keys.payments_due_of(order["id"]), order["id"]) is not None
 
     view = world.customer.get(f"/v1/orders/{order['id']}").json()
     assert view["payment"] == {**order["payment"], "status": "created", "refunded_fen": 0}
@@ -316,11 +317,16 @@ def test_the_ledger_balances_and_reconciles_with_the_provider(
         lambda: payment_of(store, cancelled["id"]).get("split"), what="closed order's fee booked"
     )
     journal = [
-        Transaction.from_dict(orjson.loads(f["t"])) for _, f in store.xrange("ledger:journal")
+        Transaction.from_dict(orjson.loads(f["t"]))
+        for shard in range(keys.SHARDS)
+        for _, f in store.xrange(keys.ledger_journal(shard))
     ]
     check_invariants(journal)
-    balances = {k: int(v) for k, v in store.hgetall("ledger:balances").items()}
-    assert sum(balances.values()) == 0
+    balances: dict[str, int] = {}
+    for shard in range(keys.SHARDS):
+        for account, amount in store.hgetall(keys.ledger_balances(shard)).items():
+            balances[account] = balances.get(account, 0) + int(amount)
+    assert balances and sum(balances.values()) == 0
 
     today = datetime.now(UTC).date().isoformat()
     report = world.admin.post("/v1/admin/reconciliation", params={"date": today})

@@ -22,6 +22,7 @@ from storage.server import EmbeddedRedis
 from storage.settings import Settings
 
 MERCHANT = "m_kept"
+ORDER = keys.new_order_id(MERCHANT, "kept")
 AS_MERCHANT = ("merchant", MERCHANT)
 
 
@@ -29,7 +30,7 @@ AS_MERCHANT = ("merchant", MERCHANT)
 async def hosts(
     redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[MerchantHost, MerchantHost]]:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/2")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/0")
     client = connect(settings.effective_redis_url)
     await client.flushdb()
     first, second = MerchantHost(settings), MerchantHost(settings)
@@ -56,7 +57,7 @@ async def placed_order(host: MerchantHost) -> dict[str, Any]:
     new_orders: list[Any] = []
     reply = await host.place_order(
         {
-            "order_id": "o_kept",
+            "order_id": ORDER,
             "customer_id": "c_kept",
             "merchant_id": MERCHANT,
             "items": [{"item_id": "rice", "qty": 1}],
@@ -75,31 +76,29 @@ async def test_a_kept_order_behind_redis_is_read_again_not_acted_on(
     first, second = hosts
     order = await placed_order(first)
     now = datetime.now(UTC)
-    paid = c.MarkPaid(at=now, intent_id="pi_o_kept", amount_fen=order["amounts"]["total_fen"])
-    assert (await first.act(MERCHANT, "o_kept", paid, ("system", "payments")))["version"] == 2
+    paid = c.MarkPaid(at=now, intent_id=f"pi_{ORDER}", amount_fen=order["amounts"]["total_fen"])
+    assert (await first.act(MERCHANT, ORDER, paid, ("system", "payments")))["version"] == 2
 
     # Another host accepts it: the first host's copy still says "paid".
-    accepted = await second.act(
-        MERCHANT, "o_kept", c.AcceptOrder(at=now, prep_minutes=5), AS_MERCHANT
-    )
+    accepted = await second.act(MERCHANT, ORDER, c.AcceptOrder(at=now, prep_minutes=5), AS_MERCHANT)
     assert accepted["status"] == "accepted"
 
-    ready = await first.act(MERCHANT, "o_kept", c.MarkReady(at=now), AS_MERCHANT)
+    ready = await first.act(MERCHANT, ORDER, c.MarkReady(at=now), AS_MERCHANT)
     assert isinstance(ready, dict), ready
     assert (ready["status"], ready["version"]) == ("ready", 4)
-    stored = orjson.loads(await first.redis.hget(keys.order("o_kept"), "json"))
+    stored = orjson.loads(await first.redis.hget(keys.order(ORDER), "json"))
     assert (stored["status"], stored["version"]) == ("ready", 4)
 
     # A command that is wrong on the fresh state is still refused, and changes nothing.
-    again = await first.act(MERCHANT, "o_kept", c.AcceptOrder(at=now, prep_minutes=5), AS_MERCHANT)
+    again = await first.act(MERCHANT, ORDER, c.AcceptOrder(at=now, prep_minutes=5), AS_MERCHANT)
     assert isinstance(again, DomainError)
-    assert int(await first.redis.hget(keys.order("o_kept"), "version")) == 4
+    assert int(await first.redis.hget(keys.order(ORDER), "version")) == 4
 
 
 async def test_finished_orders_are_not_kept(hosts: tuple[MerchantHost, MerchantHost]) -> None:
     first, _ = hosts
     await placed_order(first)
     cancel = c.CancelOrder(at=datetime.now(UTC), reason="changed my mind", by="customer")
-    cancelled = await first.act(MERCHANT, "o_kept", cancel, ("customer", "c_kept"))
+    cancelled = await first.act(MERCHANT, ORDER, cancel, ("customer", "c_kept"))
     assert isinstance(cancelled, dict) and cancelled["status"] == "cancelled", cancelled
-    assert "o_kept" not in first._orders
+    assert ORDER not in first._orders

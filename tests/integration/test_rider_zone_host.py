@@ -21,7 +21,7 @@ KITCHEN = Point(30.25, 120.15)
 
 @pytest.fixture
 async def host(redis_server: EmbeddedRedis) -> AsyncIterator[RiderZoneHost]:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/3")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/0")
     client = connect(settings.effective_redis_url)
     await client.flushdb()
     zones = RiderZoneHost(settings)
@@ -78,7 +78,7 @@ async def test_a_zone_is_listed_while_orders_wait_there_and_forgotten_after(
     zone = zone_of(KITCHEN, host.settings.zone_resolution)
     await host.redis.hset(keys.order("o_listed"), mapping={"status": "accepted", "version": 3})
     assert (await host.dispatch(zone, request("o_listed")))["waiting"] is True
-    assert await host.redis.smembers(keys.WAITING_ZONES) == {zone}
+    assert await host.redis.smembers(keys.waiting_zones_of(zone)) == {zone}
 
     # A rider comes online: the nudge offers the order at once and the retry round,
     # finding the zone's queue empty, forgets the zone.
@@ -87,10 +87,10 @@ async def test_a_zone_is_listed_while_orders_wait_there_and_forgotten_after(
     assert await host.redis.get(keys.rider_offer("r_late")) is not None
     scans_before = await scans(host)
     for _ in range(100):
-        if not await host.redis.smembers(keys.WAITING_ZONES):
+        if not await host.redis.smembers(keys.waiting_zones_of(zone)):
             break
         await asyncio.sleep(0.05)
-    assert await host.redis.smembers(keys.WAITING_ZONES) == set()
+    assert await host.redis.smembers(keys.waiting_zones_of(zone)) == set()
     assert await host.redis.zcard(keys.dispatch_waiting(zone)) == 0
     # The rounds found their zones without scanning the keyspace.
     assert await scans(host) == scans_before

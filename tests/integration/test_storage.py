@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 
 from domain import commands as c
 from domain.errors import DomainError
@@ -17,6 +18,7 @@ from domain.pricing import Amounts, Line
 from storage import keys
 from storage.coupons import CouponStore
 from storage.orders import OrderStore
+from storage.outbox import Relay
 from storage.redis import RedisClient, Scripts, connect
 from storage.server import EmbeddedRedis
 from storage.settings import Settings
@@ -24,11 +26,23 @@ from storage.settings import Settings
 
 @pytest.fixture
 async def client(redis_server: EmbeddedRedis) -> AsyncIterator[RedisClient]:
-    redis = connect(f"redis://127.0.0.1:{redis_server.port}/1")
+    redis = connect(f"redis://127.0.0.1:{redis_server.port}/0")
     await redis.flushdb()
     yield redis
     await redis.flushdb()
     await redis.aclose()
+
+
+def order_store(client: RedisClient) -> OrderStore:
+    scripts = Scripts(client)
+    return OrderStore(
+        client,
+        scripts,
+        inbox_maxlen=100,
+        retention_s=3600,
+        payment_check_after_s=5,
+        relay=Relay(client, scripts, inbox_maxlen=100, retention_s=3600),
+    )
 
 
 def placing(order_id: str, qty: int) -> c.PlaceOrder:
@@ -61,28 +75,27 @@ async def test_the_log_is_not_rewritten_before_it_reaches_the_settings_floor(
 async def test_placing_reserves_stock_writes_indexes_and_events_in_one_go(
     client: RedisClient,
 ) -> None:
-    store = OrderStore(
-        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
-    )
+    store = order_store(client)
     await client.hset(keys.stock("m1"), "rice", 3)
-    command = placing("o1", 2)
+    order_id = keys.new_order_id("m1", "o1")
+    command = placing(order_id, 2)
     (event,) = decide(None, command)
     await store.commit(None, place(command), event)
     assert await client.hget(keys.stock("m1"), "rice") == "1"
-    assert await client.zrange(keys.orders_of("customer", "c1"), 0, -1) == ["o1"]
-    for inbox in ("inbox:customer:c1", "inbox:merchant:m1", "inbox:ops:all"):
-        (entry,) = await client.xrange(inbox)
+    assert await client.zrange(keys.orders_of("customer", "c1"), 0, -1) == [order_id]
+    for party in (("customer", "c1"), ("merchant", "m1"), ("ops", "all")):
+        (entry,) = await client.xrange(keys.inbox(*party))
         assert orjson.loads(entry[1]["e"])["type"] == "order_placed"
-    loaded = await store.load("o1")
+    loaded = await store.load(order_id)
     assert loaded == place(command)
+    # The other slots' part was relayed, and the outbox holds nothing more.
+    assert await client.xlen(keys.outbox("merchant", keys.order_shard(order_id))) == 0
 
 
 async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
-    store = OrderStore(
-        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
-    )
+    store = order_store(client)
     await client.hset(keys.stock("m1"), "rice", 1)
-    command = placing("o2", 2)
+    command = placing(keys.new_order_id("m1", "o2"), 2)
     (event,) = decide(None, command)
     with pytest.raises(DomainError) as refused:
         await store.commit(None, place(command), event)
@@ -93,11 +106,10 @@ async def test_out_of_stock_changes_nothing(client: RedisClient) -> None:
 
 
 async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> None:
-    store = OrderStore(
-        client, Scripts(client), inbox_maxlen=100, retention_s=3600, payment_check_after_s=5
-    )
+    store = order_store(client)
     await client.hset(keys.stock("m1"), "rice", 5)
-    command = placing("o3", 1)
+    order_id = keys.new_order_id("m1", "o3")
+    command = placing(order_id, 1)
     (placed,) = decide(None, command)
     order = place(command)
     await store.commit(None, order, placed)
@@ -107,8 +119,8 @@ async def test_a_write_from_a_stale_version_is_refused(client: RedisClient) -> N
     with pytest.raises(DomainError) as refused:
         await store.commit(order, after, paid)  # a second writer still holding version 1
     assert refused.value.code == "stale_version"
-    assert (await store.load("o3")) == after
-    assert await client.xlen("inbox:customer:c1") == 2
+    assert (await store.load(order_id)) == after
+    assert await client.xlen(keys.inbox("customer", "c1")) == 2
 
 
 async def test_concurrent_coupon_claims_never_exceed_the_pool(client: RedisClient) -> None:
@@ -207,16 +219,19 @@ async def test_concurrent_commits_share_a_pipeline_and_each_keeps_its_own_answer
         return await send(calls)  # type: ignore[arg-type]
 
     pipeline._batcher._send = counting  # type: ignore[assignment]
+    scripts = Scripts(client)
     store = OrderStore(
         client,
-        Scripts(client),
+        scripts,
         inbox_maxlen=100,
         retention_s=3600,
         payment_check_after_s=5,
         run_script=pipeline,
+        relay=Relay(client, scripts, inbox_maxlen=100, retention_s=3600),
     )
     await client.hset(keys.stock("m1"), "rice", 7)
-    commands = [placing(f"p{i}", 1) for i in range(8)] + [placing("too-many", 5)]
+    commands = [placing(keys.new_order_id("m1", f"p{i}"), 1) for i in range(8)]
+    commands.append(placing(keys.new_order_id("m1", "too-many"), 5))
     results = await asyncio.gather(
         *(store.commit(None, place(cmd), decide(None, cmd)[0]) for cmd in commands),
         return_exceptions=True,
@@ -264,7 +279,7 @@ async def test_a_burst_beyond_the_pool_waits_for_connections_and_gives_them_back
 ) -> None:
     from storage.redis import QueueingPool
 
-    small = connect(f"redis://127.0.0.1:{redis_server.port}/1", max_connections=3)
+    small = connect(f"redis://127.0.0.1:{redis_server.port}/0", max_connections=3)
     pool: QueueingPool = small.connection_pool
     await small.set("burst", "x")
     answers = await asyncio.gather(*(small.get("burst") for _ in range(300)))
@@ -297,10 +312,60 @@ async def test_a_capture_raises_the_merchant_volume_once_with_its_posting(
     from storage.ledger import LedgerStore
 
     store = LedgerStore(client, Scripts(client))
-    txn = ledger.capture("o1", "c1", 2_500, datetime(2026, 11, 29, 12, tzinfo=UTC))
+    order_id = keys.new_order_id("m1", "o1")
+    txn = ledger.capture(order_id, "c1", 2_500, datetime(2026, 11, 29, 12, tzinfo=UTC))
     assert await store.post(txn, "m1", volume_fen=2_500) is True
     # A retry of the same capture (a repeated notification, a poll) changes nothing.
     assert await store.post(txn, "m1", volume_fen=2_500) is False
     assert await client.hget(keys.merchant_volume("m1"), "202611") == "2500"
-    assert sum(int(v) for v in (await client.hgetall(keys.LEDGER_BALANCES)).values()) == 0
-    assert len(await store.of_order("o1")) == 1
+    balances = await store.balances()
+    assert balances and sum(balances.values()) == 0
+    assert len(await store.of_order(order_id)) == 1
+
+
+async def test_an_outbox_left_by_a_dead_host_is_relayed_once_by_the_next(
+    client: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripts = Scripts(client)
+    # A host that died right after its commit: the change is stored, nothing relayed.
+    dead = OrderStore(client, scripts, inbox_maxlen=100, retention_s=3600, payment_check_after_s=5)
+    await client.hset(keys.stock("m1"), "rice", 5)
+    order_id = keys.new_order_id("m1", "stranded")
+    command = placing(order_id, 1)
+    await dead.commit(None, place(command), decide(None, command)[0])
+    outbox = keys.outbox("merchant", keys.order_shard(order_id))
+    assert await client.xlen(outbox) == 1
+    assert await client.xlen(keys.inbox("customer", "c1")) == 0
+    assert await client.xlen(keys.inbox("merchant", "m1")) == 1  # its own slot: at once
+
+    relay = Relay(client, scripts, inbox_maxlen=100, retention_s=3600)
+    # The next host relays it, and dies before deleting it: relayed again, applied once.
+    with monkeypatch.context() as dying:
+
+        async def dies_first(*ids: str) -> int:
+            return 0
+
+        dying.setattr(client, "xdel", dies_first)
+        assert await relay._pass(outbox) == 1
+    assert await client.xlen(outbox) == 1
+    assert await relay.sweep([outbox]) == 1
+    assert await relay.sweep([outbox]) == 0
+    assert await client.xlen(outbox) == 0
+    assert await client.zrange(keys.orders_of("customer", "c1"), 0, -1) == [order_id]
+    for party in (("customer", "c1"), ("ops", "all")):
+        (entry,) = await client.xrange(keys.inbox(*party))
+        assert orjson.loads(entry[1]["e"])["order_id"] == order_id
+
+
+async def test_a_script_across_slots_is_refused_as_a_cluster_refuses_it(
+    client: RedisClient,
+) -> None:
+    # The embedded server checks the one-slot rule of every script and transaction.
+    with pytest.raises(ResponseError, match="same slot"):
+        await client.eval(
+            "redis.call('SET', KEYS[1], 1) redis.call('SET', KEYS[2], 1)",
+            2,
+            keys.order(keys.new_order_id("m1", "a")),
+            keys.inbox("customer", "c1"),
+        )
+    assert await client.exists(keys.order(keys.new_order_id("m1", "a"))) == 0

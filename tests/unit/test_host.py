@@ -7,7 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pytest
+
 from actors.host import EntityHost
+from domain.errors import DomainError
 from storage.settings import Settings
 
 
@@ -96,3 +99,22 @@ async def test_batched_messages_run_together_and_fail_alone() -> None:
     assert replies[0] == ("a", 1) and replies[1] == ("b", 2) and replies[4] == ("a", 3)
     assert isinstance(replies[2], RuntimeError)
     assert getattr(replies[3], "code", None) == "invalid_request"
+
+
+async def test_an_entity_with_a_full_queue_refuses_at_once_and_others_do_not_wait() -> None:
+    h = EntityHost(Settings(redis_url="redis://127.0.0.1:1/0", entity_queue_limit=3))
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        async with h.lock("m_slow"):
+            await release.wait()
+
+    queued = [asyncio.create_task(slow()) for _ in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(DomainError) as refused:
+        h.refuse_if_full("m_slow", "merchant_unavailable")
+    assert refused.value.code == "merchant_unavailable"
+    h.refuse_if_full("m_other", "merchant_unavailable")  # another merchant is not held up
+    release.set()
+    await asyncio.gather(*queued)
+    h.refuse_if_full("m_slow", "merchant_unavailable")  # drained: taken again
