@@ -79,7 +79,9 @@ class EntityHost:
             settings.inbox_maxlen,
             settings.inbox_retention_s,
             settings.payment_poll_s,
-            ScriptPipeline(self.redis),
+            ScriptPipeline(
+                self.redis, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+            ),
             self.relay,
             Sealer(settings.data_key),
         )

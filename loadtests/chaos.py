@@ -297,6 +297,12 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="run on a Valkey cluster; kill a primary"
     )
+    parser.add_argument(
+        "--wait-replicas",
+        type=int,
+        default=0,
+        help="with --cluster: replicas each order change waits for (O2O_REDIS_WAIT_REPLICAS)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     parts = args.parts or ",".join(CLUSTER_PARTS if args.cluster else PARTS)
@@ -314,6 +320,7 @@ def main() -> None:
             cluster.start()
             stack.callback(cluster.stop)
             overrides["redis_url"] = cluster.url
+            overrides["redis_wait_replicas"] = args.wait_replicas
         platform = stack.enter_context(fresh_platform("o2o-chaos-", **overrides))
         seed_probe_merchant(platform)
         for part in parts.split(","):
@@ -322,7 +329,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print(
-        f"\nfull loop, 8 customers, {args.seconds:.0f} s per run, SIGKILL at {args.kill_at:.0f} s\n"
+        f"\nfull loop, 8 customers, {args.seconds:.0f} s per run, SIGKILL at {args.kill_at:.0f} s"
+        + (f", waiting for {args.wait_replicas} replica(s)" if args.cluster else "")
+        + "\n"
     )
     print(
         "| killed | requests | acknowledged | failed by status | lost | duplicated "

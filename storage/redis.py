@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import cache
 from importlib import resources
 from typing import Any, TypeAlias
@@ -15,6 +16,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from storage.batching import Batcher
+
+log = logging.getLogger(__name__)
 
 # redis-py types every reply as `bytes | str` whatever `decode_responses` says; our
 # clients always decode to str, so the client is typed loosely rather than cast at
@@ -194,8 +197,16 @@ class ScriptPipeline:
     made again on its own.
     """
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(
+        self, client: RedisClient, wait_replicas: int = 0, wait_timeout_ms: int = 200
+    ) -> None:
+        """With `wait_replicas` on a cluster, each batch ends with a `WAIT` on every
+        primary it wrote to, on the connection that carried the writes (see
+        `Settings.redis_wait_replicas`)."""
         self._client = client
+        self._wait = wait_replicas if is_cluster_client(client) else 0
+        self._wait_timeout_ms = wait_timeout_ms
+        self.unreplicated = 0
         self._batcher: Batcher[tuple[AsyncScript, list[Any], list[Any]], Any] = Batcher(
             self._send, max_in_flight=1, max_batch=256
         )
@@ -204,6 +215,8 @@ class ScriptPipeline:
         return await self._batcher.submit((script, keys, args))
 
     async def _send(self, calls: list[tuple[AsyncScript, list[Any], list[Any]]]) -> list[Any]:
+        if self._wait:
+            return await self._send_and_wait(calls)
         if len(calls) == 1:
             script, keys, args = calls[0]
             return [await script(keys=keys, args=args)]
@@ -215,6 +228,36 @@ class ScriptPipeline:
             if isinstance(reply, NoScriptError):
                 replies[n] = await script(keys=keys, args=args)
         return list(replies)
+
+    async def _send_and_wait(
+        self, calls: list[tuple[AsyncScript, list[Any], list[Any]]]
+    ) -> list[Any]:
+        """The batch, then `WAIT` on each primary it wrote to. A cluster pipeline sends
+        one node's commands on one connection, in order, so the `WAIT` covers them; and
+        a primary replicates in order, so it covers whatever that primary wrote before
+        (an order's capture and ledger posting are in the order's slot). The scripts go
+        with their text: a replica just promoted knows none."""
+        nodes = {}
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                queue_eval(pipe, script, keys, args)
+                node = self._client.get_node_from_key(keys[0])
+                nodes[node.name] = node
+            for node in nodes.values():
+                pipe.execute_command("WAIT", self._wait, self._wait_timeout_ms, target_nodes=node)
+            replies = await pipe.execute(raise_on_error=False)
+        acked = replies[len(calls) :]
+        short = sum(1 for n in acked if not isinstance(n, int) or n < self._wait)
+        if short:
+            # Answered anyway: the write is on its primary, and a caller would rather
+            # have its order than wait on a replica that is gone or behind.
+            self.unreplicated += short
+            log.warning("%d primaries had no replica acknowledge within the wait", short)
+        return list(replies[: len(calls)])
+
+
+def is_cluster_client(client: RedisClient) -> bool:
+    return isinstance(client, aioredis.RedisCluster)
 
 
 async def ping(client: RedisClient) -> None:

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
 
     # Tests only: hosts crash at moments a test arms in Redis (`storage/faults.py`).
     fault_injection: bool = False
+    # On a Valkey cluster: replicas that must hold an order change (placement, payment,
+    # every transition) before it is answered, so that a primary lost right after does
+    # not take an acknowledged order or payment with it (replication is asynchronous).
+    # 0 answers as soon as the primary has it. A replica that does not answer within
+    # the timeout is not waited for longer: the change is answered, and counted.
+    redis_wait_replicas: int = Field(0, ge=0, le=5)
+    redis_wait_timeout_ms: int = Field(200, ge=1)
     # An entity without messages this long has its cached state dropped from memory.
     entity_idle_s: float = 600.0
     # People's messages queued for one entity before the next is refused at once (503
