@@ -24,7 +24,7 @@ from storage.mailboxes import Doorbell, Entry, MailboxStore
 from storage.metrics import MetricsStore
 from storage.orders import OrderStore
 from storage.outbox import Relay
-from storage.redis import ScriptPipeline, Scripts, connect, ping
+from storage.redis import UNAVAILABLE, ScriptPipeline, Scripts, connect, ping
 from storage.sealing import Sealer
 from storage.settings import Settings
 
@@ -38,6 +38,21 @@ MAIL_RETRY_S = 1.0
 MAIL_IDLE_S = 1.0
 # How often a host relays what its shards' outboxes still hold.
 OUTBOX_SWEEP_S = 1.0
+
+
+def sendable(replies: list[Any]) -> list[Any]:
+    """Replies as they can cross to another process. A store that is down is a 503 to
+    its sender; any other exception goes back as its text, since some (a cluster
+    client's, holding its connection) cannot be pickled, and one that cannot would
+    fail the whole batch."""
+    sent: list[Any] = []
+    for reply in replies:
+        if isinstance(reply, UNAVAILABLE):
+            reply = DomainError("service_unavailable", "the platform's store is unavailable")
+        elif isinstance(reply, BaseException) and not isinstance(reply, DomainError):
+            reply = RuntimeError(f"{type(reply).__name__}: {reply}")
+        sent.append(reply)
+    return sent
 
 
 class EntityHost:
@@ -283,7 +298,7 @@ class EntityHost:
         replies: list[Any] = await asyncio.gather(
             *(self.receive(m) for m in batch), return_exceptions=True
         )
-        return replies
+        return sendable(replies)
 
     async def receive(self, message: Message) -> Reply:
         """One message; each kind of host says which it takes."""

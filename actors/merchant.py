@@ -20,7 +20,7 @@ from actors.directory import (
     checkout_for,
     host_of,
 )
-from actors.host import EntityHost
+from actors.host import EntityHost, sendable
 from domain import commands as c
 from domain import events as e
 from domain import ledger
@@ -96,7 +96,7 @@ class MerchantHost(EntityHost):
         replies: list[Any] = await asyncio.gather(*(one(m) for m in batch), return_exceptions=True)
         if new_orders:
             self.spawn(self.metrics.count_new_orders(new_orders), "count new orders")
-        return replies
+        return sendable(replies)
 
     async def receive(self, message: Message) -> Reply:
         match message:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
+import redis.exceptions
 
-from actors.host import EntityHost
+from actors.host import EntityHost, sendable
 from domain.errors import DomainError
 from storage.settings import Settings
 
@@ -118,3 +120,23 @@ async def test_an_entity_with_a_full_queue_refuses_at_once_and_others_do_not_wai
     release.set()
     await asyncio.gather(*queued)
     h.refuse_if_full("m_slow", "merchant_unavailable")  # drained: taken again
+
+
+def test_replies_cross_processes_whatever_failed() -> None:
+    class Unpicklable(Exception):
+        def __reduce__(self) -> Any:
+            raise TypeError("cannot pickle a connection")
+
+    replies = sendable(
+        [
+            {"ok": 1},
+            DomainError("out_of_stock", "not enough stock"),
+            redis.exceptions.ClusterDownError("the cluster is down"),
+            Unpicklable("held a socket"),
+        ]
+    )
+    pickle.dumps(replies)  # one bad reply must not fail the batch
+    assert replies[0] == {"ok": 1}
+    assert replies[1].code == "out_of_stock"
+    assert replies[2].code == "service_unavailable"
+    assert isinstance(replies[3], RuntimeError) and "held a socket" in str(replies[3])
