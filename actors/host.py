@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
+
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors.directory import Directory, Message, Reply, host_name, shards_of_host
 from domain import reactions as r
@@ -49,8 +52,14 @@ def sendable(replies: list[Any]) -> list[Any]:
     for reply in replies:
         if isinstance(reply, UNAVAILABLE):
             reply = DomainError("service_unavailable", "the platform's store is unavailable")
+        elif isinstance(reply, RayActorError | ActorUnavailableError):
+            # Another entity's host this one waited on is restarting: a 503 for the caller.
+            reply = DomainError("service_unavailable", "an entity's host is restarting")
         elif isinstance(reply, BaseException) and not isinstance(reply, DomainError):
-            reply = RuntimeError(f"{type(reply).__name__}: {reply}")
+            try:
+                pickle.dumps(reply)
+            except Exception:
+                reply = RuntimeError(f"{type(reply).__name__}: {reply}")
         sent.append(reply)
     return sent
 

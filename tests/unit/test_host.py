@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 import redis.exceptions
+from ray.exceptions import ActorUnavailableError
 
 from actors.host import EntityHost, sendable
 from domain.errors import DomainError
@@ -133,6 +134,8 @@ def test_replies_cross_processes_whatever_failed() -> None:
             DomainError("out_of_stock", "not enough stock"),
             redis.exceptions.ClusterDownError("the cluster is down"),
             Unpicklable("held a socket"),
+            ActorUnavailableError("the merchant's host is restarting", None),
+            ValueError("kept as it is"),
         ]
     )
     pickle.dumps(replies)  # one bad reply must not fail the batch
@@ -140,3 +143,5 @@ def test_replies_cross_processes_whatever_failed() -> None:
     assert replies[1].code == "out_of_stock"
     assert replies[2].code == "service_unavailable"
     assert isinstance(replies[3], RuntimeError) and "held a socket" in str(replies[3])
+    assert replies[4].code == "service_unavailable"  # a 503, as the host's own death is
+    assert isinstance(replies[5], ValueError)
