@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.server import EmbeddedRedis, free_port
+from storage.server import EmbeddedCluster, EmbeddedRedis, free_port
 from storage.settings import Settings
 
 
@@ -18,6 +18,14 @@ def running_server(data_dir: Path) -> EmbeddedRedis:
     )
     server.start()
     return server
+
+
+def running_cluster(data_dir: Path) -> EmbeddedCluster:
+    """Three primaries with a replica each, on the settings' durability defaults."""
+    settings = Settings()
+    cluster = EmbeddedCluster(data_dir, settings.appendfsync, settings.redis_aof_rewrite_min_mb)
+    cluster.start()
+    return cluster
 
 
 @pytest.fixture(scope="session")

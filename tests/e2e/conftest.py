@@ -15,8 +15,9 @@ import redis
 
 from cluster.launcher import Platform
 from storage.redis import connect_blocking
-from storage.server import EmbeddedCluster, EmbeddedRedis, free_port
+from storage.server import EmbeddedRedis, free_port
 from storage.settings import Settings
+from tests.conftest import running_cluster
 
 T = TypeVar("T")
 
@@ -31,13 +32,7 @@ def redis_url(
         server: EmbeddedRedis = request.getfixturevalue("redis_server")
         yield server.url
         return
-    defaults = Settings()
-    cluster = EmbeddedCluster(
-        Path(tmp_path_factory.mktemp("cluster")),
-        defaults.appendfsync,
-        defaults.redis_aof_rewrite_min_mb,
-    )
-    cluster.start()
+    cluster = running_cluster(Path(tmp_path_factory.mktemp("cluster")))
     yield cluster.url
     cluster.stop()
 

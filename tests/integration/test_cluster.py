@@ -11,18 +11,12 @@ import redis
 from storage import keys
 from storage.redis import RedisClient, ScriptPipeline, Scripts, connect
 from storage.server import EmbeddedCluster
-from storage.settings import Settings
+from tests.conftest import running_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    defaults = Settings()
-    running = EmbeddedCluster(
-        Path(tmp_path_factory.mktemp("cluster")),
-        defaults.appendfsync,
-        defaults.redis_aof_rewrite_min_mb,
-    )
-    running.start()
+    running = running_cluster(Path(tmp_path_factory.mktemp("cluster")))
     yield running
     running.stop()
 
