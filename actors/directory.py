@@ -15,13 +15,17 @@ that creates the hosts is apart (`actors/registry.py`), so nothing here imports 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import ray
 from ray.actor import ActorHandle
+from ray.exceptions import ActorDiedError
 
 from domain import commands as c
 from domain import reactions as r
@@ -31,6 +35,7 @@ from domain.geo import zone_of
 from domain.reactions import Refund, Settle
 from storage import keys
 from storage.batching import Batcher
+from storage.layout import Layout, LayoutStore
 from storage.mailboxes import mail
 from storage.provider import Checkout
 from storage.settings import Settings
@@ -42,7 +47,8 @@ KINDS = ("merchant", "rider_zone", "payment")
 Reply = dict[str, Any] | DomainError
 
 
-def host_count(kind: str, settings: Settings) -> int:
+def configured_hosts(kind: str, settings: Settings) -> int:
+    """The host count a deployment asks for (0: size it from the cluster)."""
     return {
         "merchant": settings.merchant_hosts,
         "rider_zone": settings.rider_zone_hosts,
@@ -50,12 +56,50 @@ def host_count(kind: str, settings: Settings) -> int:
     }[kind]
 
 
-def host_index(entity_id: str, hosts: int) -> int:
-    def weight(i: int) -> int:
-        digest = hashlib.blake2b(f"{i}:{entity_id}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+# What only the API replicas read: a deployment that changes no more than these does
+# not replace the hosts (the host counts are the layout's, `storage/layout.py`).
+NOT_FOR_HOSTS = frozenset(
+    {
+        "merchant_hosts",
+        "rider_zone_hosts",
+        "payment_hosts",
+        "ray_address",
+        "ray_num_cpus",
+        "ray_dashboard",
+        "http_host",
+        "http_port",
+        "front_door",
+        "access_log",
+        "haproxy_maxconn",
+        "serve_throughput_optimized",
+        "serve_http_metrics",
+        "merchant_call_timeout_s",
+        "merchant_breaker_failures",
+        "merchant_breaker_open_s",
+    }
+)
+NOT_FOR_HOSTS_PREFIXES = ("api_", "rate_limit_", "shed_", "trusted_")
 
-    return max(range(hosts), key=weight)
+
+def settings_digest(settings: Settings) -> str:
+    """What a host was deployed with, as far as hosts read it: a deployment whose digest
+    differs replaces the hosts, so new settings reach them."""
+    wanted = {
+        name: value
+        for name, value in settings.model_dump(mode="json").items()
+        if name not in NOT_FOR_HOSTS and not name.startswith(NOT_FOR_HOSTS_PREFIXES)
+    }
+    canonical = repr(sorted(wanted.items())).encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _weight(i: int, key: str) -> int:
+    digest = hashlib.blake2b(f"{i}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def host_index(entity_id: str, hosts: int) -> int:
+    return max(range(hosts), key=lambda i: _weight(i, entity_id))
 
 
 def shard_for(kind: str, entity_id: str) -> int:
@@ -64,18 +108,20 @@ def shard_for(kind: str, entity_id: str) -> int:
     return keys.order_shard(entity_id) if kind == "payment" else keys.shard_of(entity_id)
 
 
-def host_of_shard(kind: str, shard: int, hosts: int) -> int:
-    return host_index(f"{kind}:{shard}", hosts)
+def host_of_shard(kind: str, shard: int, layout: Layout) -> int:
+    """The host that owns a shard: its pinned host, or else the rendezvous winner among
+    the hosts nobody pinned a shard to (so a pin moves that one shard and no other, and
+    adding a host moves only the shards it wins)."""
+    pinned = layout.pins.get(shard)
+    if pinned is not None and pinned < layout.count:
+        return pinned
+    dedicated = {i for s, i in layout.pins.items() if i < layout.count}
+    candidates = [i for i in range(layout.count) if i not in dedicated] or list(range(layout.count))
+    return max(candidates, key=lambda i: _weight(i, f"{kind}:{shard}"))
 
 
-def host_of(kind: str, entity_id: str, settings: Settings) -> int:
-    """The host that owns the entity's shard, and so takes every message to the entity."""
-    return host_of_shard(kind, shard_for(kind, entity_id), host_count(kind, settings))
-
-
-def shards_of_host(kind: str, index: int, settings: Settings) -> list[int]:
-    hosts = host_count(kind, settings)
-    return [s for s in range(keys.SHARDS) if host_of_shard(kind, s, hosts) == index]
+def shards_of_host(kind: str, index: int, layout: Layout) -> list[int]:
+    return [s for s in range(keys.SHARDS) if host_of_shard(kind, s, layout) == index]
 
 
 def destination(intent: r.Intent, zone_resolution: int) -> tuple[str, str]:
@@ -188,6 +234,9 @@ class Forget:
 class Notify:
     body: bytes
     signature: str | None
+    # The order the notification names, as the replica read it: only for routing (the
+    # host trusts nothing of the body before checking its signature).
+    order_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,14 +269,52 @@ MESSAGES_IN_FLIGHT = 4
 PLACEMENTS_IN_FLIGHT = 1
 
 
-class Directory:
-    """Handles to host actors, looked up once per process and kept, and the batchers
-    that carry messages to them."""
+# How long a process routes by the host layout it read before reading it again, and
+# how often a message is sent again to the shard's new owner after "entity_moved"
+# (backing off from 0.1 s: the new owner may take a second to see the layout too).
+LAYOUT_REFRESH_S = 1.0
+MOVED_RETRIES = 7
+MOVED = "entity_moved"
 
-    def __init__(self, settings: Settings) -> None:
+
+def _deliverer(handle: ActorHandle) -> Callable[[list[Message]], Awaitable[list[Reply]]]:
+    async def deliver(batch: list[Message]) -> list[Reply]:
+        replies: list[Reply] = await handle.handle.remote(batch)
+        return replies
+
+    return deliver
+
+
+def still_moving() -> DomainError:
+    return DomainError("service_unavailable", "the entity is moving to another host")
+
+
+def moved_pause(attempt: int) -> float:
+    return min(0.1 * 2**attempt, 1.0)
+
+
+def moved(reply: object) -> bool:
+    return isinstance(reply, DomainError) and reply.code == MOVED
+
+
+class Directory:
+    """Handles to host actors, looked up once per process and kept, the batchers that
+    carry messages to them, and the host layout (`storage/layout.py`) they route by.
+
+    The layout is read from Redis at most once a second; a host that no longer owns
+    the entity's shard answers `entity_moved`, and the message goes again to the new
+    owner, so a change of the layout loses no message. Without a Redis client (unit
+    tests) the settings' host counts are the layout.
+    """
+
+    def __init__(self, settings: Settings, redis: Any = None) -> None:
         self.settings = settings
         self._handles: dict[str, ActorHandle] = {}
         self._batchers: dict[tuple[str, int], Batcher[Message, Reply]] = {}
+        self.layouts = {kind: Layout(max(1, configured_hosts(kind, settings))) for kind in KINDS}
+        self._layout_store = LayoutStore(redis) if redis is not None else None
+        self._layout_read_at = -LAYOUT_REFRESH_S
+        self._layout_reading: asyncio.Task[None] | None = None
 
     def merchant(self, merchant_id: str) -> MerchantRef:
         return MerchantRef(self, merchant_id)
@@ -237,6 +324,32 @@ class Directory:
 
     def payment(self, order_id: str) -> PaymentRef:
         return PaymentRef(self, order_id)
+
+    def host_of(self, kind: str, entity_id: str) -> int:
+        """The host that owns the entity's shard, and so takes every message to it."""
+        return host_of_shard(kind, shard_for(kind, entity_id), self.layouts[kind])
+
+    async def refresh(self, force: bool = False) -> None:
+        """Read the layout again if it is older than a second (or at once with `force`);
+        concurrent callers share one read."""
+        if self._layout_store is None:
+            return
+        if not force and time.monotonic() - self._layout_read_at < LAYOUT_REFRESH_S:
+            return
+        if self._layout_reading is None or self._layout_reading.done():
+            self._layout_reading = asyncio.ensure_future(self._read_layout())
+        await asyncio.shield(self._layout_reading)
+
+    async def refresh_quietly(self, force: bool = False) -> None:
+        # The layout could not be read (Redis is failing over): route by the last one;
+        # a host that no longer owns the shard says so.
+        with contextlib.suppress(Exception):
+            await self.refresh(force)
+
+    async def _read_layout(self) -> None:
+        assert self._layout_store is not None
+        self.layouts = await self._layout_store.read_all(KINDS)
+        self._layout_read_at = time.monotonic()
 
     async def _handle(self, name: str) -> ActorHandle:
         handle = self._handles.get(name)
@@ -249,17 +362,45 @@ class Directory:
         self, kind: str, entity_id: str, message: Message, in_flight: int = MESSAGES_IN_FLIGHT
     ) -> Reply:
         """Deliver a message to the entity's host with whatever else is going there."""
-        name = host_name(kind, host_of(kind, entity_id, self.settings))
-        batcher = self._batchers.get((name, in_flight))
-        if batcher is None:
-            handle = await self._handle(name)
+        for attempt in range(MOVED_RETRIES):
+            await self.refresh_quietly(force=attempt > 0)
+            name = host_name(kind, self.host_of(kind, entity_id))
+            batcher = self._batchers.get((name, in_flight))
+            if batcher is None:
+                handle = await self._handle(name)
 
-            async def deliver(batch: list[Message]) -> list[Reply]:
-                replies: list[Reply] = await handle.handle.remote(batch)
-                return replies
+                async def deliver(
+                    batch: list[Message], handle: ActorHandle = handle
+                ) -> list[Reply]:
+                    replies: list[Reply] = await handle.handle.remote(batch)
+                    return replies
 
-            batcher = self._batchers[(name, in_flight)] = Batcher(deliver, max_in_flight=in_flight)
-        return await batcher.submit(message)
+                batcher = self._batchers[(name, in_flight)] = Batcher(
+                    deliver, max_in_flight=in_flight
+                )
+            try:
+                reply = await batcher.submit(message)
+            except DomainError as err:
+                # Replies that are errors come back raised.
+                reply = err
+            except ActorDiedError:
+                # The host was replaced (a deployment with new settings): the name now
+                # belongs to a new actor.
+                self._forget(name)
+                if attempt + 1 == MOVED_RETRIES:
+                    raise
+                continue
+            if not moved(reply):
+                if isinstance(reply, DomainError):
+                    raise reply
+                return reply
+            await asyncio.sleep(moved_pause(attempt))
+        raise still_moving()
+
+    def _forget(self, name: str) -> None:
+        self._handles.pop(name, None)
+        for key in [k for k in self._batchers if k[0] == name]:
+            del self._batchers[key]
 
     def post(self, intents: list[r.Intent]) -> list[tuple[str, bytes]]:
         """The mailbox entries that carry these follow-ups to the entities acting on them."""
@@ -270,9 +411,10 @@ class Directory:
         return posted
 
     async def all_hosts(self) -> list[ActorHandle]:
+        await self.refresh(force=True)
         found = []
         for kind in KINDS:
-            for i in range(host_count(kind, self.settings)):
+            for i in range(self.layouts[kind].count):
                 found.append(await self._handle(host_name(kind, i)))
         return found
 
@@ -335,7 +477,7 @@ class PaymentRef:
         return await self.directory.send("payment", self.order_id, message)
 
     async def notify(self, body: bytes, signature: str | None) -> Reply:
-        return await self._send(Notify(body, signature))
+        return await self._send(Notify(body, signature, self.order_id))
 
     async def refund(self, amount_fen: int, refund_no: str, reason: str) -> Reply:
         return await self._send(Refund(self.order_id, amount_fen, refund_no, reason))

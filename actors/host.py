@@ -14,14 +14,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
+import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from actors.directory import Directory, Message, Reply, host_name, shards_of_host
+from actors.directory import (
+    MOVED,
+    Directory,
+    Message,
+    Reply,
+    configured_hosts,
+    host_name,
+    settings_digest,
+    shard_for,
+    shards_of_host,
+)
 from domain import reactions as r
 from domain.errors import DomainError
 from storage import keys
 from storage.faults import FaultStore
 from storage.inboxes import InboxStore
+from storage.layout import Layout, LayoutStore
 from storage.mailboxes import BATCH as MAIL_BATCH
 from storage.mailboxes import Doorbell, Entry, MailboxStore
 from storage.metrics import MetricsStore
@@ -41,6 +53,12 @@ MAIL_RETRY_S = 1.0
 MAIL_IDLE_S = 1.0
 # How often a host relays what its shards' outboxes still hold.
 OUTBOX_SWEEP_S = 1.0
+# How often a host reads the host layout, how long it waits for another host to hand
+# over a shard it gained (a dead host never does: it restarts under the new layout and
+# owns nothing of it), and how long for its own messages under way on a shard it lost.
+LAYOUT_WATCH_S = 1.0
+HANDOVER_WAIT_S = 15.0
+LET_GO_WAIT_S = 10.0
 
 
 def sendable(replies: list[Any]) -> list[Any]:
@@ -79,6 +97,16 @@ class EntityHost:
     are read by one loop, started with the host, and applied by `react`; each is
     acknowledged once its effect is stored, so one that a crash interrupts is applied
     again by the restarted host.
+
+    Which shards are this host's comes from the host layout in Redis
+    (`storage/layout.py`), watched every second. When it changes, the host first stops
+    taking messages for the shards it lost (their senders are told `entity_moved` and
+    go to the new owner), lets what is under way on them finish, stops reading their
+    mailboxes and drops their entities from memory, then marks the new epoch handed
+    over. A host that gained shards holds their messages until every other host has
+    handed over under that epoch, takes over what their mailboxes hold pending under
+    another host's name, and only then serves them, loading each entity from Redis.
+    Everything an entity is lives in Redis, so nothing else has to travel.
     """
 
     # The entity kind hosted, which names the mailboxes read and the consumer.
@@ -89,7 +117,7 @@ class EntityHost:
         self.index = index
         self.redis = connect(settings.effective_redis_url)
         self.scripts = Scripts(self.redis)
-        self.directory = Directory(settings)
+        self.directory = Directory(settings, self.redis)
         self.metrics = MetricsStore(self.redis)
         self.inboxes = InboxStore(
             self.redis, self.scripts, settings.inbox_maxlen, settings.inbox_retention_s
@@ -117,7 +145,19 @@ class EntityHost:
         self.mailboxes = MailboxStore(self.redis)
         self.faults = FaultStore(self.redis, settings.fault_injection)
         self.name = host_name(self.KIND or "entity", index)
-        self.shards = shards_of_host(self.KIND, index, settings) if self.KIND else []
+        # Until the layout is read: what the settings say (tests build hosts directly).
+        self.layouts = LayoutStore(self.redis)
+        self.layout = (
+            Layout(max(1, configured_hosts(self.KIND, settings))) if self.KIND else Layout(1)
+        )
+        self.shards: list[int] = []
+        self._owned: set[int] = set()
+        self._arriving: dict[int, asyncio.Event] = {}
+        self._busy: Counter[int] = Counter()
+        self._adopted = asyncio.Event()
+        self._watching = False
+        self.epoch = -1
+        self._mail_stopping = False
         self._mail: asyncio.Task[None] | None = None
         # The host's own background loops (deadlines, expiries, polls), for `close`.
         self._loops: list[asyncio.Task[None] | None] = []
@@ -128,10 +168,153 @@ class EntityHost:
         if not self.KIND:
             return
         with contextlib.suppress(RuntimeError):
-            self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+            self._loops.append(asyncio.get_running_loop().create_task(self._watch_layout()))
+            self._watching = True
         # What a host that died between a commit and its relay left in the outboxes.
-        outboxes = [keys.outbox(self.KIND, shard) for shard in self.shards]
-        self.every(OUTBOX_SWEEP_S, "relaying outboxes", lambda: self.relay.sweep(outboxes))
+        self.every(
+            OUTBOX_SWEEP_S,
+            "relaying outboxes",
+            lambda: self.relay.sweep([keys.outbox(self.KIND, shard) for shard in self.shards]),
+        )
+
+    # -- which shards are this host's ---------------------------------------------
+
+    def owns(self, entity_id: str) -> bool:
+        """Whether the entity's shard is this host's now (its background work on an
+        entity asks this before acting)."""
+        return shard_for(self.KIND, entity_id) in self._owned
+
+    def entity_of(self, message: Message) -> str | None:
+        """The entity a message is for (None: it is for the host, not one entity)."""
+        return None
+
+    async def owned(self, message: Message, act: Callable[[Message], Awaitable[Reply]]) -> Reply:
+        """Run `act` on a message if its entity's shard is this host's; a message for a
+        shard this host is taking over waits until it has; any other is answered
+        `entity_moved`, and its sender asks the shard's new owner."""
+        entity = self.entity_of(message) if self.KIND else None
+        if entity is None:
+            return await act(message)
+        shard = shard_for(self.KIND, entity)
+        if not await self._take(shard):
+            return DomainError(MOVED, f"shard {shard} of {self.KIND} is not on {self.name}")
+        self._busy[shard] += 1
+        try:
+            return await act(message)
+        finally:
+            self._busy[shard] -= 1
+
+    async def _take(self, shard: int) -> bool:
+        if not self._adopted.is_set() and not self._watching:
+            # Built outside an event loop (a test): nothing watches the layout yet.
+            self._watching = True
+            self._loops.append(asyncio.get_running_loop().create_task(self._watch_layout()))
+        if not self._adopted.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._adopted.wait(), HANDOVER_WAIT_S + LAYOUT_WATCH_S)
+        if shard in self._owned:
+            return True
+        arriving = self._arriving.get(shard)
+        if arriving is not None:
+            await arriving.wait()
+        return shard in self._owned
+
+    async def _watch_layout(self) -> None:
+        while True:
+            try:
+                layout = await self.layouts.read(self.KIND, self.layout.count)
+                if layout.epoch != self.epoch:
+                    await self.adopt(layout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning(
+                    "%s: reading the host layout failed (%r)", self.name, err, exc_info=True
+                )
+            await asyncio.sleep(LAYOUT_WATCH_S)
+
+    async def adopt(self, layout: Layout) -> None:
+        """Hand over the shards this host lost under `layout` and take those it gained."""
+        mine = set(shards_of_host(self.KIND, self.index, layout))
+        lost, gained = self._owned - mine, mine - self._owned
+        self._owned -= lost
+        for shard in gained:
+            self._arriving.setdefault(shard, asyncio.Event())
+        self.layout = layout
+        self.directory.layouts[self.KIND] = layout
+        if lost or gained or self._mail is None:
+            await self._stop_mail()
+        if lost:
+            await self._let_go(lost)
+        await self.layouts.mark_handed_over(self.KIND, self.index, layout.epoch)
+        if gained:
+            await self._wait_for_handover(layout)
+            streams = self.mailboxes.streams(self.KIND, sorted(gained))
+            await self.mailboxes.open(streams)
+            taken = await self.mailboxes.take_over(streams, self.name)
+            if taken:
+                log.info("%s: took over %d pending follow-ups", self.name, taken)
+        self._owned |= gained
+        self.shards = sorted(self._owned)
+        for shard in gained:
+            self._arriving.pop(shard).set()
+        self.epoch = layout.epoch
+        if lost or gained:
+            log.info(
+                "%s: layout epoch %d, %d shards (lost %d, gained %d)",
+                self.name,
+                layout.epoch,
+                len(self.shards),
+                len(lost),
+                len(gained),
+            )
+        self._adopted.set()
+        self._start_mail()
+
+    async def _let_go(self, lost: set[int]) -> None:
+        deadline = time.monotonic() + LET_GO_WAIT_S
+        # Polled: a message's count changes in `owned`, which must stay cheap.
+        while any(self._busy[s] for s in lost) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        self.forget_shards(lost)
+
+    def forget_shards(self, shards: set[int]) -> None:
+        """Drop from memory the entities of shards this host no longer owns."""
+        for store in self._caches:
+            for entity_id in [e for e in store if shard_for(self.KIND, e) in shards]:
+                del store[entity_id]
+                self._touched.pop(entity_id, None)
+
+    async def _wait_for_handover(self, layout: Layout) -> None:
+        deadline = time.monotonic() + HANDOVER_WAIT_S
+        others = [i for i in layout.hosts_involved() if i != self.index]
+        while time.monotonic() < deadline:
+            marks = await self.layouts.handed_over(self.KIND)
+            late = [i for i in others if marks.get(i, -1) < layout.epoch]
+            if not late:
+                return
+            await asyncio.sleep(0.05)
+        log.warning(
+            "%s: hosts %s did not hand over under epoch %d; taking their shards",
+            self.name,
+            late,
+            layout.epoch,
+        )
+
+    def _start_mail(self) -> None:
+        if self._mail is None or self._mail.done():
+            self._mail_stopping = False
+            self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+
+    async def _stop_mail(self) -> None:
+        """Let the mail reader finish the batch it is applying, and stop it."""
+        task, self._mail = self._mail, None
+        if task is None or task.done():
+            return
+        self._mail_stopping = True
+        done, _ = await asyncio.wait([task], timeout=LET_GO_WAIT_S)
+        if not done:
+            task.cancel()
 
     def every(self, interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
         """Run `step` every `interval_s` from the host's start (a failed step is logged and
@@ -156,7 +339,7 @@ class EntityHost:
         pending, since_pass = True, time.monotonic()
         bell: Doorbell | None = None
         to_read = streams
-        while True:
+        while not self._mail_stopping:
             try:
                 if bell is None:
                     await self.mailboxes.open(streams)
@@ -177,6 +360,8 @@ class EntityHost:
                     continue
                 rung = await bell.rung(MAIL_IDLE_S)
                 to_read = sorted(rung) if rung else streams
+                if self._mail_stopping:
+                    break
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -187,14 +372,22 @@ class EntityHost:
                     await bell.close()
                     bell = None
                 await asyncio.sleep(MAIL_RETRY_S)
+        if bell is not None:
+            await bell.close()
 
     async def apply_mail(self, entries: list[Entry]) -> list[Entry]:
         """Apply entries side by side; acknowledge and return those whose effect is stored
         (a refusal is a final answer too: the follow-up had nothing left to do)."""
-        results = await asyncio.gather(
-            *(self.react(r.from_wire(entry.message)) for entry in entries),
-            return_exceptions=True,
-        )
+
+        async def apply(entry: Entry) -> Reply | None:
+            try:
+                intent = r.from_wire(entry.message)
+            except (KeyError, TypeError, ValueError) as err:
+                # No host could ever apply it: kept, it would be read again forever.
+                return DomainError("invalid_request", f"not a follow-up: {err!r}")
+            return await self.react(intent)
+
+        results = await asyncio.gather(*(apply(entry) for entry in entries), return_exceptions=True)
         done = []
         for entry, result in zip(entries, results, strict=True):
             if isinstance(result, DomainError):
@@ -305,7 +498,7 @@ class EntityHost:
 
         A message that raises gives its own sender the exception, not the whole batch."""
         replies: list[Any] = await asyncio.gather(
-            *(self.receive(m) for m in batch), return_exceptions=True
+            *(self.owned(m, self.receive) for m in batch), return_exceptions=True
         )
         return sendable(replies)
 
@@ -316,3 +509,21 @@ class EntityHost:
     async def ping(self) -> str:
         await ping(self.redis)
         return "ok"
+
+    async def deployed_with(self) -> str:
+        """The digest of the settings this host runs with (`actors/registry.py`)."""
+        return settings_digest(self.settings)
+
+    async def deployment(self) -> Settings:
+        """The settings this host runs with: a host added at run time gets the same."""
+        return self.settings
+
+    async def placement(self) -> dict[str, Any]:
+        """Where this host runs and what it owns, for operations and tests."""
+        return {
+            "name": self.name,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "epoch": self.epoch,
+            "shards": list(self.shards),
+            "entities_cached": sum(len(c) for c in self._caches),
+        }

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from actors import telemetry
 from actors.directory import (
     Act,
     Message,
@@ -18,7 +19,6 @@ from actors.directory import (
     Reply,
     SetMenuItem,
     checkout_for,
-    host_of,
 )
 from actors.host import EntityHost, sendable
 from domain import commands as c
@@ -30,6 +30,7 @@ from domain.geo import Point, require_indexable, zone_of
 from domain.merchants import MenuItem, Merchant, Requested, confirm_total, price_order
 from domain.orders import MERCHANT_ACCEPT_TIMEOUT, Order, authorize, decide, evolve, place
 from domain.pricing import DeliveryTariff
+from storage import keys
 from storage.coupons import CouponStore
 from storage.merchants import MerchantState, MerchantStore
 from storage.offers import OfferStore
@@ -50,8 +51,6 @@ NewOrder = tuple[datetime, str, str]
 
 
 class MerchantHost(EntityHost):
-    KIND = "merchant"
-
     """Hosts merchant entities.
 
     Concurrency: one `asyncio.Lock` per merchant; a merchant's menu changes, order
@@ -65,6 +64,8 @@ class MerchantHost(EntityHost):
     to `ORDERS_KEPT` orders under way (read again whenever a command fails on one).
     The follow-ups of each event (`domain/reactions.py`) run after the reply.
     """
+
+    KIND = "merchant"
 
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
@@ -82,6 +83,7 @@ class MerchantHost(EntityHost):
         # Paid orders may be waiting on this host's merchants from before a restart, so
         # their deadlines are watched from the start.
         self.every(ACCEPT_DEADLINE_CHECK_S, "checking accept deadlines", self.reject_unanswered)
+        telemetry.watch(self)
         self.start()
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
@@ -89,14 +91,35 @@ class MerchantHost(EntityHost):
         new_orders: list[NewOrder] = []
 
         async def one(message: Message) -> Reply:
+            telemetry.concerning(telemetry.order_of(message))
             if isinstance(message, Place):
-                return await self.place_order(message.request, new_orders)
+                started = time.perf_counter()
+                placed = await self.place_order(message.request, new_orders)
+                telemetry.placed(started, placed)
+                return placed
             return await self.receive(message)
 
-        replies: list[Any] = await asyncio.gather(*(one(m) for m in batch), return_exceptions=True)
+        replies: list[Any] = await asyncio.gather(
+            *(self.owned(m, one) for m in batch), return_exceptions=True
+        )
         if new_orders:
             self.spawn(self.metrics.count_new_orders(new_orders), "count new orders")
         return sendable(replies)
+
+    def entity_of(self, message: Message) -> str | None:
+        match message:
+            case Act() | SetMenuItem():
+                return message.merchant_id
+            case Place():
+                return str(message.request["merchant_id"])
+            case Onboard():
+                return str(message.profile.get("id", "")) or None
+        return None
+
+    def forget_shards(self, shards: set[int]) -> None:
+        super().forget_shards(shards)
+        for order_id in [o for o in self._orders if keys.order_shard(o) in shards]:
+            del self._orders[order_id]
 
     async def receive(self, message: Message) -> Reply:
         match message:
@@ -256,6 +279,7 @@ class MerchantHost(EntityHost):
             if code:
                 await self.coupons.release(code, order.customer_id, order.id)
             raise
+        telemetry.order_event(order_placed.type)
         return order
 
     async def act(
@@ -301,6 +325,7 @@ class MerchantHost(EntityHost):
             after = evolve(order, event)
             follow_ups = self.directory.post(r.reactions(after, event, state.merchant))
             await self.orders.commit(order, after, event, follow_ups)
+            telemetry.order_event(event.type)
             await self.crash_if_armed(f"crash_after_commit:{event.type}:{merchant_id}")
             order = after
         self._remember(order)
@@ -318,10 +343,13 @@ class MerchantHost(EntityHost):
             if merchant_id is None:
                 await self.orders.forget_accept_deadline(order_id)
                 continue
-            if host_of("merchant", merchant_id, self.settings) != self.index:
+            if not self.owns(merchant_id):
                 continue
             timed_out = c.RejectOrder(at=datetime.now(UTC), reason=MERCHANT_ACCEPT_TIMEOUT)
-            reply = await self.act(merchant_id, order_id, timed_out, ("system", "accept_timeout"))
+            with telemetry.about(order_id):
+                reply = await self.act(
+                    merchant_id, order_id, timed_out, ("system", "accept_timeout")
+                )
             if isinstance(reply, DomainError):
                 # Answered at the last moment (or closed): nothing to reject any more.
                 await self.orders.forget_accept_deadline(order_id)
@@ -331,6 +359,7 @@ class MerchantHost(EntityHost):
 
     async def react(self, intent: r.Intent) -> Reply | None:
         """The follow-ups a merchant's host applies itself, each at most once in effect."""
+        telemetry.concerning(telemetry.order_of(intent))
         match intent:
             case r.Accept():
                 accept = c.AcceptOrder(at=datetime.now(UTC), prep_minutes=intent.prep_minutes)

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import orjson
 
+from actors import telemetry
 from actors.directory import (
     Message,
     Notify,
@@ -16,7 +17,6 @@ from actors.directory import (
     Reply,
     Settle,
     checkout_for,
-    host_of,
 )
 from actors.host import EntityHost
 from domain import commands as c
@@ -47,8 +47,6 @@ POLL_BATCH = 500
 
 
 class PaymentShardHost(EntityHost):
-    KIND = "payment"
-
     """Hosts payment shards: the payments of the orders that hash to them.
 
     Concurrency: one `asyncio.Lock` per order's payment, so a notification, a poll, a
@@ -67,6 +65,8 @@ class PaymentShardHost(EntityHost):
     outbox).
     """
 
+    KIND = "payment"
+
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.payments = PaymentStore(self.redis, self.metrics, self.relay)
@@ -83,11 +83,13 @@ class PaymentShardHost(EntityHost):
         # Orders are placed without a word to this host, so it must poll from the
         # start (and after a restart).
         self.every(settings.payment_poll_s, "payment poll", self.poll_once)
+        telemetry.watch(self)
         self.start()
 
     async def react(self, intent: r.Intent) -> Reply | None:
         """Refunds and settlements that orders' changes posted: once each in effect (by
         refund number, and the split once per order)."""
+        telemetry.concerning(telemetry.order_of(intent))
         match intent:
             case r.Refund():
                 return await self.refund(
@@ -97,10 +99,19 @@ class PaymentShardHost(EntityHost):
                 return await self.settle(intent.order_id)
         return await super().react(intent)
 
-    async def receive(self, message: Message) -> Reply:
+    def entity_of(self, message: Message) -> str | None:
         match message:
             case Notify():
-                return await self.notify(message.body, message.signature)
+                return message.order_id or None
+            case Refund() | Settle():
+                return message.order_id
+        return None
+
+    async def receive(self, message: Message) -> Reply:
+        telemetry.concerning(telemetry.order_of(message))
+        match message:
+            case Notify():
+                return telemetry.notified(await self.notify(message.body, message.signature))
             case Refund():
                 return await self.refund(
                     message.order_id, message.amount_fen, message.refund_no, message.reason
@@ -146,6 +157,7 @@ class PaymentShardHost(EntityHost):
             amount = int(notice["amount_fen"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return DomainError("invalid_request", "malformed notification")
+        telemetry.concerning(order_id)
         async with self.lock(order_id):
             payment, _ = await self._load(order_id)
             if payment is None:
@@ -177,6 +189,7 @@ class PaymentShardHost(EntityHost):
                 txn, payment.merchant_id, payment, volume_fen=payment.captured_fen
             )
             await self.payments.captured(payment, posted)
+            telemetry.payment("captured")
         told = p.decide(payment, p.TellOrderPaid())
         if not told:
             return {"applied": False, "status": "captured"}
@@ -194,6 +207,8 @@ class PaymentShardHost(EntityHost):
             late = f"{payment.order_id}-late"
             give_back.append(r.Refund(payment.order_id, payment.amount_fen, late, "closed"))
         await self.payments.save(payment, self.directory.post(give_back))
+        if give_back:
+            telemetry.payment("captured_after_close")
         return {"applied": True, "status": "captured"}
 
     # -- refunds ------------------------------------------------------------------
@@ -222,6 +237,7 @@ class PaymentShardHost(EntityHost):
             status, body = await self.provider.refund(refund_no, payment.order_id, line.amount_fen)
         except ProviderError as err:
             log.warning("refund %s pending: %s", refund_no, err)
+            telemetry.payment("refund_pending")
             return line.as_dict()
         if status in (200, 201) and body.get("status") == "succeeded":
             confirm = p.ConfirmRefund(
@@ -230,6 +246,7 @@ class PaymentShardHost(EntityHost):
             payment, _ = await self._refunded(payment, confirm)
         else:
             log.warning("refund %s refused by the provider: %s", refund_no, body)
+            telemetry.payment("refund_refused")
         return payment.refunds[refund_no].as_dict()
 
     async def _refunded(self, payment: Payment, confirm: p.ConfirmRefund) -> tuple[Payment, Reply]:
@@ -262,6 +279,7 @@ class PaymentShardHost(EntityHost):
             [("customer", payment.customer_id), ("merchant", payment.merchant_id), ("ops", "all")],
             refunded.as_dict(),
         )
+        telemetry.payment("refunded")
         if payment.fully_refunded and not payment.split:
             # A closed order still owes the provider's fee: book it now, once.
             await self._split(payment, None, None)
@@ -327,11 +345,12 @@ class PaymentShardHost(EntityHost):
     async def poll_once(self) -> int:
         """Ask the provider about this host's orders awaiting payment; returns how many settled."""
         due = await self.payments.due(self.shards, time.time(), POLL_BATCH)
-        mine = [oid for oid in due if host_of("payment", oid, self.settings) == self.index]
+        mine = [oid for oid in due if self.owns(oid)]
         settled = 0
         for order_id in mine:
-            async with self.lock(order_id):
-                settled += await self._check(order_id)
+            with telemetry.about(order_id):
+                async with self.lock(order_id):
+                    settled += await self._check(order_id)
         return settled
 
     async def _check(self, order_id: str) -> int:
@@ -365,4 +384,5 @@ class PaymentShardHost(EntityHost):
         if order_status == "pending_payment":
             cancel.append(r.Cancel(order_id, payment.merchant_id, "payment_timeout"))
         await self.payments.close(p.evolve(payment, closed), self.directory.post(cancel))
+        telemetry.payment("closed")
         return 1

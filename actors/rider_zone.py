@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from actors import telemetry
 from actors.directory import (
     AnswerOffer,
     FindRider,
@@ -19,7 +20,6 @@ from actors.directory import (
     Nudge,
     Reply,
     SetStatus,
-    host_of,
 )
 from actors.host import EntityHost
 from domain import commands as c
@@ -54,8 +54,6 @@ class ZoneState:
 
 
 class RiderZoneHost(EntityHost):
-    KIND = "rider_zone"
-
     """Hosts rider-zone entities, one per h3 cell.
 
     Concurrency: one `asyncio.Lock` per zone for choosing riders (a zone's dispatches
@@ -75,6 +73,8 @@ class RiderZoneHost(EntityHost):
     zone shard's slot; the rider's side of it goes through the shard's outbox.
     """
 
+    KIND = "rider_zone"
+
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.weights = Weights(capacity=settings.rider_capacity)
@@ -91,11 +91,13 @@ class RiderZoneHost(EntityHost):
         # Zones whose waiting orders are being offered again after a nudge.
         self._nudged: set[str] = set()
         self.every(EXPIRY_CHECK_S, "expiring offers", self.expire_due)
+        telemetry.watch(self)
         self.start()
 
     async def react(self, intent: r.Intent) -> Reply | None:
         """An order to dispatch, as its merchant's acceptance posted it: offered once,
         however often the follow-up is applied (an open offer or a rider means done)."""
+        telemetry.concerning(telemetry.order_of(intent))
         if not isinstance(intent, r.FindRider):
             return await super().react(intent)
         request = intent.request
@@ -114,10 +116,16 @@ class RiderZoneHost(EntityHost):
     async def expire_due(self) -> None:
         """Close this host's open offers past their time, and ask the next rider."""
         for zone, offer_id in await self.offers.expired(self.shards, time.time(), EXPIRY_BATCH):
-            if host_of("rider_zone", zone, self.settings) == self.index:
-                await self._expire(zone, offer_id)
+            if self.owns(zone):
+                with telemetry.about():
+                    await self._expire(zone, offer_id)
+
+    def entity_of(self, message: Message) -> str | None:
+        zone = getattr(message, "zone", None)
+        return zone if isinstance(zone, str) else None
 
     async def receive(self, message: Message) -> Reply:
+        telemetry.concerning(telemetry.order_of(message))
         match message:
             case SetStatus():
                 return await self.set_status(
@@ -282,6 +290,7 @@ class RiderZoneHost(EntityHost):
             dropoff=offer.dropoff,
         )
         await self.offers.open(offer, made)
+        telemetry.dispatch("offered")
         await self.crash_if_armed(f"crash_after_commit:offer:{request.merchant_id}")
         return {
             "order_id": request.order_id,
@@ -292,7 +301,9 @@ class RiderZoneHost(EntityHost):
     async def _wait(self, zone: str, request: Dispatch, now: datetime) -> Reply:
         """No rider anywhere near: park the order, tell operations once, retry later."""
         added = await self.offers.wait(zone, request)
+        telemetry.dispatch("no_rider")
         if added and not request.told_ops:
+            log.info("order %s waits for a rider: none free near its pickup", request.order_id)
             waiting = e.DispatchWaiting(
                 order_id=request.order_id, version=request.version, at=now, zone=zone
             )
@@ -305,10 +316,12 @@ class RiderZoneHost(EntityHost):
             if offer is None:
                 await self.offers.forget_expiry(zone, offer_id)
                 return {"offer_id": offer_id, "status": "closed"}
+            telemetry.concerning(offer.order_id)
             expired = offers.decide(offer, offers.Expire(datetime.now(UTC)))
             if not expired:
                 return {"offer_id": offer_id, "status": "closed"}
             await self.offers.close(offers.evolve(offer, expired[0]))
+            telemetry.dispatch("expired")
         async with self.lock(zone):
             return await self._offer_next(zone, offer.request)
 
@@ -322,6 +335,7 @@ class RiderZoneHost(EntityHost):
             offer = await self.offers.load(offer_id)
             if offer is None:
                 return not_found("offer", offer_id)
+            telemetry.concerning(offer.order_id)
             command = offers.Answer(rider_id, accept, datetime.now(UTC))
             try:
                 (answered,) = offers.decide(offer, command)
@@ -330,10 +344,13 @@ class RiderZoneHost(EntityHost):
             offer = offers.evolve(offer, answered)
             if (late := offers.too_late(command, [answered])) is not None:
                 await self.offers.close(offer)
+                telemetry.dispatch("late")
                 return late
             if isinstance(answered, offers.OfferAccepted):
+                telemetry.dispatch("accepted")
                 return await self._accepted(zone, offer)
             await self.offers.close(offer)
+            telemetry.dispatch("declined")
         async with self.lock(zone):
             next_offer = await self._offer_next(zone, offer.request)
         # The rider may take another order; this one will not be offered to it again.
@@ -351,10 +368,12 @@ class RiderZoneHost(EntityHost):
         if isinstance(assigned, DomainError):
             withdrawn = offers.decide(offer, offers.Withdraw(datetime.now(UTC)))
             await self.offers.close(offers.evolve(offer, withdrawn[0]) if withdrawn else offer)
+            telemetry.dispatch("withdrawn")
             return assigned
         at = await self._position(zone, offer.rider_id)
         first_eta = _eta_of(Order.from_dict(assigned), assigned, at) if at else None
         await self.offers.accepted(offer, first_eta)
+        telemetry.dispatch("assigned")
         # Answered, the rider can be asked again (up to its capacity).
         await self.nudge(zone)
         return {
@@ -385,7 +404,7 @@ class RiderZoneHost(EntityHost):
                 log.exception("retrying waiting orders failed")
 
     def _mine(self, zone: str) -> bool:
-        return host_of("rider_zone", zone, self.settings) == self.index
+        return self.owns(zone)
 
     async def _retry_zone(self, zone: str, forget_declines: bool = True) -> None:
         for request in await self.offers.take_waiting(zone, RETRY_BATCH):
@@ -394,8 +413,9 @@ class RiderZoneHost(EntityHost):
             if forget_declines:
                 # Riders who declined earlier may take it now that time has passed.
                 await self.offers.forget_tried(zone, request.order_id)
-            async with self.lock(zone):
-                await self._offer_next(zone, replace(request, told_ops=True))
+            with telemetry.about(request.order_id):
+                async with self.lock(zone):
+                    await self._offer_next(zone, replace(request, told_ops=True))
 
     async def nudge(self, zone: str) -> Reply:
         """A rider of this zone may have become free: offer the waiting orders now rather

@@ -113,6 +113,87 @@ def health(url: str = typer.Option("", help="API base URL.")) -> None:
     raise typer.Exit(0 if answer.status_code == 200 else 1)
 
 
+hosts_app = typer.Typer(help="The entity host actors: how many, where, and what each owns.")
+app.add_typer(hosts_app, name="hosts")
+
+
+def _connect_ray() -> None:
+    import ray
+
+    from actors.directory import NAMESPACE
+
+    if not ray.is_initialized():
+        ray.init(address=get_settings().ray_address or "auto", namespace=NAMESPACE)
+
+
+@hosts_app.command("show")
+def hosts_show() -> None:
+    """Each kind's layout and each host's node and shards (RAY_ADDRESS names the cluster)."""
+    import asyncio
+
+    import ray
+
+    from actors.directory import KINDS, NAMESPACE, host_name
+    from storage.layout import LayoutStore
+    from storage.redis import connect
+
+    _connect_ray()
+
+    async def show() -> None:
+        client = connect(get_settings().effective_redis_url, 2)
+        try:
+            layouts = await LayoutStore(client).read_all(KINDS)
+        finally:
+            await client.aclose()
+        table = Table(title="entity hosts")
+        for column in ("host", "node", "epoch", "shards", "cached"):
+            table.add_column(column)
+        for kind in KINDS:
+            layout = layouts[kind]
+            for index in range(layout.count):
+                try:
+                    handle = ray.get_actor(host_name(kind, index), namespace=NAMESPACE)
+                    where = await handle.placement.remote()
+                except Exception as err:  # the row says what is wrong with that host
+                    table.add_row(host_name(kind, index), f"[red]{err!r}[/]", "", "", "")
+                    continue
+                table.add_row(
+                    where["name"],
+                    where["node_id"][:12],
+                    str(where["epoch"]),
+                    str(len(where["shards"])),
+                    str(where["entities_cached"]),
+                )
+        console.print(table)
+
+    asyncio.run(show())
+
+
+@hosts_app.command("scale")
+def hosts_scale(kind: str, count: int) -> None:
+    """Run COUNT hosts of KIND (merchant, rider_zone, payment): only the shards the new
+    layout reassigns move, each handed over by its old host."""
+    import asyncio
+
+    from actors.registry import add_host
+
+    _connect_ray()
+    layout = asyncio.run(add_host(kind, count))
+    console.print(f"{kind}: {layout.count} hosts, epoch {layout.epoch}")
+
+
+@hosts_app.command("dedicate")
+def hosts_dedicate(kind: str, entity_id: str) -> None:
+    """Give ENTITY_ID's shard (a hot merchant's) a host of its own."""
+    import asyncio
+
+    from actors.registry import dedicate_host
+
+    _connect_ray()
+    layout = asyncio.run(dedicate_host(kind, entity_id))
+    console.print(f"{kind}: {layout.count} hosts, pinned {layout.pins}, epoch {layout.epoch}")
+
+
 @app.command(
     "simulate",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

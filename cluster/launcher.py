@@ -21,8 +21,9 @@ import httpx
 import ray
 from ray import serve
 
+from actors import telemetry
 from actors.directory import NAMESPACE
-from actors.registry import start_hosts
+from actors.registry import HOST_RESOURCE
 from serve_app.app import build
 from storage.server import EmbeddedRedis, Supervisor, free_port
 from storage.settings import Settings
@@ -37,8 +38,14 @@ def haproxy_environment(
 ) -> dict[str, str]:
     """Serve reads these when its controller starts; each run gets its own files and ports.
 
-    `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes.
+    `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes. Serve
+    runs HAProxy through a wrapper written there, which adds the platform's admission
+    lines to the configuration Serve generates (`serve_app/admission.py`): the
+    client's address in X-Forwarded-For, and with O2O_RATE_LIMIT_HAPROXY_FACTOR the
+    rate limits, both as this process's environment sets them.
     """
+    from serve_app import admission  # the layer below; imported by `build` already
+
     # One node, no outer load balancer to deregister from: a short drain keeps Ctrl-C quick.
     drain = {
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": os.environ.get(
@@ -60,10 +67,21 @@ def haproxy_environment(
         "RAY_SERVE_HAPROXY_STATS_PORT": os.environ.get(
             "RAY_SERVE_HAPROXY_STATS_PORT", str(free_port())
         ),
+        # Serve's fallback proxy, where HAProxy sends an app's requests while it has no
+        # replica of its own up (a rolling update, a scale-down): at Serve's fixed
+        # ports (8500, 9500) every platform on the machine listens on the same one
+        # (SO_REUSEPORT), and requests land on another platform's.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": os.environ.get(
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", str(free_port())
+        ),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": os.environ.get(
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT", str(free_port())
+        ),
         "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(maxconn)),
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1" if http_metrics else "0",
         # Long polls and live sockets must not be cut by a proxy timeout.
         "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "3600",
+        **admission.haproxy_wrapper(hap, Settings()),
     }
 
 
@@ -116,7 +134,13 @@ class Platform:
             # Supervised: a server that dies comes back on its own data; with REDIS_URL
             # the platform only reconnects (every client does so by itself).
             self.redis = Supervisor(
-                EmbeddedRedis(s.data_dir, s.redis_port, s.appendfsync, s.redis_aof_rewrite_min_mb)
+                EmbeddedRedis(
+                    s.data_dir,
+                    s.redis_port,
+                    s.appendfsync,
+                    s.redis_aof_rewrite_min_mb,
+                    bind=s.redis_host,
+                )
             )
             self.redis.start()
         self._start_sandbox()
@@ -133,18 +157,28 @@ class Platform:
             os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
         if not ray.is_initialized():
             if s.ray_address:
-                ray.init(address=s.ray_address, namespace=NAMESPACE)
+                # A cluster's nodes were started with their own environment (the HAProxy
+                # switches and `o2o_hosts` among it: `cluster/start-head.sh`).
+                ray.init(
+                    address=s.ray_address,
+                    namespace=NAMESPACE,
+                    logging_config=telemetry.logging_config(),
+                )
             else:
                 ray.init(
                     num_cpus=s.ray_num_cpus,
+                    # This one node carries the hosts (`actors/registry.py`).
+                    resources={HOST_RESOURCE: 1},
                     namespace=NAMESPACE,
-                    include_dashboard=False,
+                    include_dashboard=s.ray_dashboard,
+                    dashboard_port=s.ray_dashboard_port,
                     log_to_driver=False,
+                    logging_config=telemetry.logging_config(),
                 )
                 self.started_ray = True
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         self.serve_started = True
-        start_hosts(s)
+        # Each API replica creates the host actors as it starts (`serve_app/app.py`).
         serve.run(build(s), name=APP_NAME, route_prefix="/", blocking=False)
         self._wait_healthy()
 

@@ -16,15 +16,22 @@ client), each customer well inside its own limit. Then:
     placement p99 without and with the slow merchant (target: within 20%), and the
     slow merchant's answers (503 merchant_unavailable, their latency);
 (c) a replica drain, on a second platform of two API replicas: a quarter into the
-    others' run the API is scaled to one replica (the same version, so Serve only
-    stops one, which drains). Printed: their answers by status; a reset or a 5xx other
-    than 503 is a request the drain lost.
+    others' run the app is deployed again with one replica. Each `serve.run` is a new
+    code version to Serve 2.60 (no `version` option: `client.py` draws a random one),
+    so this is a rolling update: both running replicas stop, with requests in flight,
+    and drain while a new one starts. Printed: their answers by status; a reset or a
+    5xx other than 503 is a request the drain lost.
+
+`--haproxy-factor F` sets O2O_RATE_LIMIT_HAPROXY_FACTOR for (a) and (b): HAProxy then
+refuses a caller past F times its limits itself, before the replica
+(`serve_app/admission.py`); `--parts a` runs the flood alone, to alternate runs with
+and without it.
 
 Latency is measured by the client from the send to the last byte. wrk and the paced
 client share the machine's cores with the platform. Writes bench/isolation.json.
 
     python -m loadtests.bench_isolation [--duration 20] [--flood-connections 512]
-        [--rate 100] [--slow-s 5]
+        [--rate 100] [--slow-s 5] [--haproxy-factor 0] [--parts abc]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,13 +53,14 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+import psutil
 import redis
 from ray import serve
 
 from cluster.launcher import APP_NAME, Platform
 from loadtests.frontdoor import prepare
 from loadtests.full_loop import percentile
-from loadtests.harness import fresh_platform
+from loadtests.harness import cpu_seconds, fresh_platform
 from serve_app.app import build
 from storage import keys
 from storage.faults import slow_merchant_fault
@@ -213,6 +222,34 @@ def flood_result(proc: subprocess.Popen[str], duration_s: int) -> dict[str, Any]
     }
 
 
+# -- what the platform's processes spend ------------------------------------------------
+
+
+def platform_cpu() -> dict[str, float]:
+    """CPU seconds so far of this platform's API replicas and HAProxy: processes of the
+    Ray this benchmark started, so children of this one (other platforms on the machine
+    are not)."""
+    totals = {"replica": 0.0, "haproxy": 0.0}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            argv, name = proc.cmdline(), proc.name()
+            if argv and argv[0].startswith("ray::ServeReplica"):
+                totals["replica"] += cpu_seconds(proc)
+            elif name == "haproxy":
+                totals["haproxy"] += cpu_seconds(proc)
+        except psutil.Error:
+            continue
+    return totals
+
+
+def with_cpu(run: Any, *args: Any) -> tuple[Any, dict[str, float]]:
+    """`run(*args)`'s result, and the share of a core each kind of process used meanwhile."""
+    before, started = platform_cpu(), time.monotonic()
+    result = run(*args)
+    after, elapsed = platform_cpu(), time.monotonic() - started
+    return result, {k: round((after[k] - before[k]) / elapsed, 3) for k in after}
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -229,13 +266,16 @@ def default(name: str) -> Any:
 
 
 def scale_down(platform: Platform) -> None:
-    """From two API replicas to one, same version: Serve stops one, which drains."""
+    """From two API replicas to one: a new code version (module docstring), so both
+    running replicas drain while a new one starts."""
     serve.run(build(platform.settings, replicas=1), name=APP_NAME, route_prefix="/", blocking=False)
 
 
 def drain_run(duration_s: int, rate: float) -> dict[str, Any]:
-    """(c): a platform of two API replicas; the others place orders while one of the
-    replicas is stopped a quarter into the run."""
+    """(c): a platform of two API replicas; the others place orders while the app is
+    deployed again with one a quarter into the run (both replicas drain)."""
+    # The load generator's limits here: none in HAProxy either.
+    os.environ[HAPROXY_FACTOR] = "0"
     with fresh_platform("o2o-drain-", api_replicas=2) as platform:
         work, url = platform.run_dir, platform.url
         _, bodies = prepare(url)
@@ -254,12 +294,23 @@ def drain_run(duration_s: int, rate: float) -> dict[str, Any]:
     return result
 
 
+# What the launcher's HAProxy reads its limits from (`cluster/launcher.py`).
+HAPROXY_FACTOR = "O2O_RATE_LIMIT_HAPROXY_FACTOR"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--flood-connections", type=int, default=512)
     parser.add_argument("--rate", type=float, default=100.0, help="the others' placements/s")
     parser.add_argument("--slow-s", type=float, default=5.0)
+    parser.add_argument(
+        "--haproxy-factor",
+        type=float,
+        default=default("rate_limit_haproxy_factor"),
+        help="refuse a caller in HAProxy past this many times its limits (0: off)",
+    )
+    parser.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run")
     parser.add_argument("--out", type=Path, default=Path("bench/isolation.json"))
     parser.add_argument("--paced", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,6 +324,15 @@ def main() -> None:
         f"rate_limit_{route}": default(f"rate_limit_{route}")
         for route in ("place", "write", "read", "auth")
     }
+    # HAProxy's limits come from the environment the launcher reads: the same ones.
+    os.environ.update({f"O2O_{name.upper()}": str(value) for name, value in limits.items()})
+    os.environ[HAPROXY_FACTOR] = str(args.haproxy_factor)
+    limits["rate_limit_haproxy_factor"] = args.haproxy_factor
+    alone: dict[str, Any] = {}
+    beside: dict[str, Any] = {}
+    flooded: dict[str, Any] = {}
+    healthy: dict[str, Any] = {"others": {}, "slow": {}}
+    slowed: dict[str, Any] = {"others": {}, "slow": {}}
     with fresh_platform("o2o-isolation-", fault_injection=True, **limits) as platform:
         work, url, s = platform.run_dir, platform.url, platform.settings
         _, bodies = prepare(url)
@@ -287,26 +347,30 @@ def main() -> None:
         run_paced(work, url, 3, [others])  # warm-up
 
         # (a) a greedy client.
-        alone = run_paced(work, url, d, [others])["others"]
-        flood = start_flood(work, url, flooder, others_bodies[0], args.flood_connections, d + 2)
-        time.sleep(1)
-        beside = run_paced(work, url, d, [others])["others"]
-        flooded = flood_result(flood, d + 2)
+        if "a" in args.parts:
+            paced_alone, cpu_alone = with_cpu(run_paced, work, url, d, [others])
+            alone = {**paced_alone["others"], "cpu_share": cpu_alone}
+            flood = start_flood(work, url, flooder, others_bodies[0], args.flood_connections, d + 2)
+            time.sleep(1)
+            paced_beside, cpu_beside = with_cpu(run_paced, work, url, d, [others])
+            beside = {**paced_beside["others"], "cpu_share": cpu_beside}
+            flooded = flood_result(flood, d + 2)
 
         # (b) a slow merchant.
-        store = redis.Redis.from_url(s.effective_redis_url)
-        fault = keys.fault(slow_merchant_fault(slow_merchant))
-        healthy = run_paced(work, url, d, [others, fan])
-        store.set(fault, str(args.slow_s))
-        try:
-            slowed = run_paced(work, url, d, [others, fan])
-        finally:
-            store.delete(fault)
-        store.close()
-        # Let the slow merchant's held placements finish and its breaker close.
-        time.sleep(args.slow_s + s.merchant_breaker_open_s)
+        if "b" in args.parts:
+            store = redis.Redis.from_url(s.effective_redis_url)
+            fault = keys.fault(slow_merchant_fault(slow_merchant))
+            healthy = run_paced(work, url, d, [others, fan])
+            store.set(fault, str(args.slow_s))
+            try:
+                slowed = run_paced(work, url, d, [others, fan])
+            finally:
+                store.delete(fault)
+            store.close()
+            # Let the slow merchant's held placements finish and its breaker close.
+            time.sleep(args.slow_s + s.merchant_breaker_open_s)
 
-    drained = drain_run(d, args.rate)
+    drained = drain_run(d, args.rate) if "c" in args.parts else {}
     results = {
         "duration_s": d,
         "rate_per_s": args.rate,
@@ -334,7 +398,9 @@ def main() -> None:
 
 def report(r: dict[str, Any], connections: int) -> None:
     d, rate = r["duration_s"], r["rate_per_s"]
-    print(f"\nthe others: {CUSTOMERS} customers, {rate:.0f} placements/s (open loop), {d} s each\n")
+    factor = r["settings"]["rate_limit_haproxy_factor"]
+    print(f"\nthe others: {CUSTOMERS} customers, {rate:.0f} placements/s (open loop), {d} s each")
+    print(f"HAProxy's own limits: {f'{factor:g}x the replicas' if factor > 0 else 'off'}\n")
     print("| run | others' requests | others' outcomes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|")
     g, sm = r["greedy"], r["slow_merchant"]
@@ -360,12 +426,24 @@ def report(r: dict[str, Any], connections: int) -> None:
         if row and row["not_placed_by_second"]:
             print(f"others not placed {name}, by second of the run: {row['not_placed_by_second']}")
     f = g["flood"]
-    print(
-        f"\n(a) the flood: {f['requests_per_s']:.0f} requests/s; 201: {f['201']}, "
-        f"429: {f['429']}, 503: {f['503']}, other: {f['other']} {f['socket_errors']}"
-    )
-    ratio = g["others_beside_flood"]["p99_ms"] / max(g["others_alone"]["p99_ms"], 0.001)
-    print(f"    others' p99 beside the flood / quiet: {ratio:.2f}x (target within 2x)")
+    if f:
+        print(
+            f"\n(a) the flood: {f['requests_per_s']:.0f} requests/s; 201: {f['201']}, "
+            f"429: {f['429']}, 503: {f['503']}, other: {f['other']} {f['socket_errors']}"
+        )
+        ratio = g["others_beside_flood"]["p99_ms"] / max(g["others_alone"]["p99_ms"], 0.001)
+        print(f"    others' p99 beside the flood / quiet: {ratio:.2f}x (target within 2x)")
+        for name, row in (
+            ("quiet", g["others_alone"]),
+            ("beside the flood", g["others_beside_flood"]),
+        ):
+            cpu = row["cpu_share"]
+            print(
+                f"    cores used {name}: API replica {cpu['replica']:.2f}, "
+                f"HAProxy {cpu['haproxy']:.2f}"
+            )
+    if not sm["others_with"]:
+        return
     ratio = sm["others_with"]["p99_ms"] / max(sm["others_without"]["p99_ms"], 0.001)
     print(f"(b) others' p99 with / without the slow merchant: {ratio:.2f}x (target within 1.2x)")
     for name, row in (

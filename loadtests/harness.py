@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from cluster.launcher import Platform
-from storage.server import free_port
+from storage.server import EmbeddedCluster, free_port
 from storage.settings import Settings
 
 
@@ -54,6 +54,8 @@ def fresh_platform(prefix: str, **overrides: Any) -> Iterator[Platform]:
             "http_port": free_port(),
             "sandbox_port": free_port(),
             "dev_mode": True,
+            # The figures stay those of the platform alone.
+            "ray_dashboard": False,
             **LOAD_GENERATOR_LIMITS,
             **overrides,
         }
@@ -64,6 +66,27 @@ def fresh_platform(prefix: str, **overrides: Any) -> Iterator[Platform]:
             yield platform
         finally:
             platform.stop()
+
+
+@contextmanager
+def fresh_cluster(
+    data_dir: Path, primaries: int = 3, replicas: int = 1
+) -> Iterator[EmbeddedCluster]:
+    """A Valkey cluster of our own (`primaries` primaries with `replicas` replicas each,
+    on fresh ports, on the settings' durability defaults), every node stopped by pid."""
+    defaults = Settings()
+    cluster = EmbeddedCluster(
+        data_dir,
+        defaults.appendfsync,
+        defaults.redis_aof_rewrite_min_mb,
+        primaries=primaries,
+        replicas=replicas,
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def wrk_requests(

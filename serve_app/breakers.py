@@ -33,15 +33,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Any
 
 import redis.exceptions
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, RayActorError
 
 from actors.directory import (
     MESSAGES_IN_FLIGHT,
+    MOVED_RETRIES,
     Act,
     Directory,
     Message,
@@ -50,7 +52,9 @@ from actors.directory import (
     Reply,
     SetMenuItem,
     host_name,
-    host_of,
+    moved,
+    moved_pause,
+    still_moving,
 )
 from domain.errors import DomainError
 from storage.batching import Batcher
@@ -175,8 +179,8 @@ class GuardedDirectory(Directory):
     """The replica's directory: every message to a merchant passes its breaker, with a
     bound on how long the replica waits for the answer."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, redis: Any = None) -> None:
+        super().__init__(settings, redis)
         self.timeout_s = settings.merchant_call_timeout_s
         self.open_s = settings.merchant_breaker_open_s
         self.breakers = AsyncCircuitBreakerFactory(
@@ -194,6 +198,34 @@ class GuardedDirectory(Directory):
     ) -> Reply:
         if kind != KIND:
             return await super().send(kind, entity_id, message, in_flight)
+        for attempt in range(MOVED_RETRIES):
+            await self.refresh_quietly(force=attempt > 0)
+            try:
+                reply = await self._guarded(entity_id, message, in_flight)
+            except DomainError as err:
+                if not moved(err):
+                    raise
+                reply = err
+            except ActorDiedError:
+                # The merchant's host was replaced: its name belongs to a new actor now.
+                self._forget(host_name(KIND, self.host_of(KIND, entity_id)))
+                if attempt + 1 == MOVED_RETRIES:
+                    raise
+                continue
+            if not moved(reply):
+                return reply
+            # Its own lane leads to the host it left.
+            self._apart.pop(entity_id, None)
+            await asyncio.sleep(moved_pause(attempt))
+        return still_moving()
+
+    def _forget(self, name: str) -> None:
+        super()._forget(name)
+        for key in [k for k in self._shared if k[0] == name]:
+            del self._shared[key]
+        self._apart.clear()
+
+    async def _guarded(self, entity_id: str, message: Message, in_flight: int) -> Reply:
         own = await self._own_lane(entity_id)
         if own is None:
             return await self._shared_call(entity_id, message, in_flight)
@@ -230,7 +262,7 @@ class GuardedDirectory(Directory):
             raise
 
     async def _shared_lane(self, merchant_id: str, in_flight: int) -> Lane:
-        name = host_name(KIND, host_of(KIND, merchant_id, self.settings))
+        name = host_name(KIND, self.host_of(KIND, merchant_id))
         handle = await self._handle(name)
         lanes = self._shared.setdefault((name, in_flight), [])
         now = time.monotonic()

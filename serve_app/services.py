@@ -61,7 +61,7 @@ class Services:
         self.redis = connect(settings.effective_redis_url, max_connections=256)
         scripts = Scripts(self.redis)
         # Every merchant call behind its breaker and a bound (`serve_app/breakers.py`).
-        self.directory: Directory = GuardedDirectory(settings)
+        self.directory: Directory = GuardedDirectory(settings, self.redis)
         self.hub = Hub(settings.effective_redis_url)
         self.metrics = MetricsStore(self.redis)
         self.inboxes = InboxStore(

@@ -19,7 +19,8 @@ change writes together with others carries the tag of the entity shard that owns
   transaction.
 - `{r:<rider>}`: one rider's position and load, the orders it carries, its open
   offer, its order index and inbox: what dispatch reads of a rider changes in one step.
-- `{c:<customer>}`: one customer's order index and inbox. `{ops}`: the operations inbox.
+- `{c:<customer>}`: one customer's order index and inbox. `{ops}`: the operations inbox,
+  and the host layout (how many hosts of each kind, pinned shards, handover marks).
 - `{geo}`: the city's merchant GEO index, widest reach and profile version, which
   nearby search reads together.
 - `{cp:<code>}`: one coupon, its claims and the orders holding a use (a claim is one
@@ -328,6 +329,24 @@ def outbox(kind: str, shard: int) -> str:
 def relayed(tag: str) -> str:
     """Per outbox, the last of its entries applied in the slot of `tag`."""
     return f"relayed:{{{tag}}}"
+
+
+# -- which host owns which shard ----------------------------------------------------
+
+
+def host_layout(kind: str) -> str:
+    """A kind's host count and pinned shards: the one record every process routes by."""
+    return f"hosts:{kind}:{{ops}}"
+
+
+def host_handovers(kind: str) -> str:
+    """Per host of a kind, the last layout epoch it has handed over its shards under."""
+    return f"hosts:applied:{kind}:{{ops}}"
+
+
+def host_deploy_lock() -> str:
+    """Held by the one process creating or replacing host actors."""
+    return "hosts:deploying:{ops}"
 
 
 def fault(name: str) -> str:

@@ -72,6 +72,31 @@ class MailboxStore:
                         entries.append(Entry(stream, entry_id, orjson.loads(fields["m"])))
         return entries
 
+    async def take_over(self, streams: list[str], consumer: str) -> int:
+        """Make every entry pending in these mailboxes `consumer`'s, whoever read it
+        before (the host that owned the shard until now has handed it over, or died);
+        returns how many. The consumer then reads them as its own pending entries."""
+        taken = 0
+        for stream in streams:
+            start = "0-0"
+            for _ in range(10_000):
+                answer = await self.client.xautoclaim(
+                    stream,
+                    GROUP,
+                    consumer,
+                    min_idle_time=0,
+                    start_id=start,
+                    count=BATCH,
+                    justid=True,
+                )
+                if len(answer) < 2:
+                    break
+                start, claimed = answer[0], answer[1]
+                taken += len(claimed)
+                if start in ("0-0", b"0-0"):
+                    break
+        return taken
+
     async def done(self, entries: list[Entry]) -> None:
         """Acknowledge entries whose effect is stored."""
         if not entries:

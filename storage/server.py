@@ -37,10 +37,13 @@ class EmbeddedRedis:
         appendfsync: str,
         aof_rewrite_min_mb: int,
         every_slot: bool = True,
+        bind: str = "127.0.0.1",
     ) -> None:
         """`every_slot`: the node takes every slot itself (a one-node cluster); without,
-        it waits to be given slots or a primary by `EmbeddedCluster`."""
+        it waits to be given slots or a primary by `EmbeddedCluster`. `bind`: loopback
+        unless other machines must reach it (a trusted network: it has no password)."""
         self.every_slot = every_slot
+        self.bind = bind
         self.data_dir = data_dir
         self.port = port
         self.appendfsync = appendfsync
@@ -60,7 +63,10 @@ class EmbeddedRedis:
             [
                 str(get_binary_path()),
                 "--bind",
-                "127.0.0.1",
+                self.bind,
+                # Bound beyond loopback on purpose: the operator chose the network.
+                "--protected-mode",
+                "yes" if self.bind in ("127.0.0.1", "::1", "localhost") else "no",
                 "--port",
                 str(self.port),
                 "--dir",

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-secret-change-me-in-production-0123456789"
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("", validation_alias=AliasChoices("REDIS_URL", "O2O_REDIS_URL"))
     ray_address: str = Field("", validation_alias=AliasChoices("RAY_ADDRESS", "O2O_RAY_ADDRESS"))
     data_dir: Path = Path("data")
+    # Where the embedded server (no REDIS_URL) listens: loopback unless other nodes
+    # must reach it; a real deployment names its own servers in REDIS_URL.
+    redis_host: str = "127.0.0.1"
     redis_port: int = 6390
     # everysec loses at most about one second of acknowledged writes on a power cut;
     # always loses none and costs a disk flush per write.
@@ -53,6 +56,8 @@ class Settings(BaseSettings):
     # much log (413 MB took 2 s here).
     redis_aof_rewrite_min_mb: int = Field(1024, ge=1)
 
+    # The front door's address: loopback for one machine, 0.0.0.0 for a node that
+    # callers reach from outside (dev mode refuses anything but loopback).
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     # "haproxy" runs Serve's HAProxy ingress, "proxy" Serve's own Python proxy.
@@ -64,6 +69,10 @@ class Settings(BaseSettings):
     # HAProxy's connection cap (Serve's default is 4,096).
     haproxy_maxconn: int = 30_000
     ray_num_cpus: int = 2
+    # Ray's dashboard on the Ray `o2o up` starts: `serve status`, `serve deploy` and
+    # Prometheus discovery need it; it costs a little CPU (the tests leave it off).
+    ray_dashboard: bool = True
+    ray_dashboard_port: int = 8265
     # Serve's line per request; it cost 7% of the replica's CPU in the full loop.
     access_log: bool = False
     # Serve's RAY_SERVE_THROUGHPUT_OPTIMIZED: handlers on the replica's own event loop.
@@ -77,6 +86,9 @@ class Settings(BaseSettings):
 
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8100
+    # The payment provider's base URL; empty: the sandbox `o2o up` starts on
+    # sandbox_host:sandbox_port.
+    provider_url: str = ""
     # The secrets' defaults are for dev mode only: outside it the platform refuses them.
     payment_secret: str = DEV_PAYMENT_SECRET
     # Where the provider sends its notifications: the platform's own callback route.
@@ -107,10 +119,10 @@ class Settings(BaseSettings):
     # instead of holding a host's memory and every caller's time. Follow-ups are never
     # refused (they wait in the mailbox streams).
     entity_queue_limit: int = Field(200, ge=1)
-    # Host actors per kind; 0 sizes the kind to the CPUs Ray is given: one host of
-    # each kind per two CPUs. On a small machine each extra host process costs more
-    # in switching and in smaller batches than it adds (README, Performance); on a
-    # cluster, set them to spread the hosts over the nodes.
+    # Host actors per kind that a deployment asks for; 0 keeps the layout the platform
+    # has (`o2o hosts`), or the first time sizes the kind from the cluster: one host of
+    # each kind per two CPUs of the nodes offering `o2o_hosts` (`actors/registry.py`).
+    # The count every process routes by is the layout's in Redis, never this value.
     merchant_hosts: int = 0
     rider_zone_hosts: int = 0
     payment_hosts: int = 0
@@ -156,6 +168,22 @@ class Settings(BaseSettings):
     # past this the event loop only queues, and every caller waits longer for nothing.
     # Long polls, WebSockets and payment notifications are not counted.
     shed_max_in_flight: int = Field(1000, ge=1)
+    # Long polls and WebSockets one replica holds at once, counted apart from the
+    # ordinary requests (each costs a socket and a little memory while it waits); past
+    # it a long poll gets 503 with Retry-After and a WebSocket's handshake 503, before
+    # it is accepted. Serve's max_ongoing_requests (api_max_ongoing_requests) is above
+    # both bounds together.
+    shed_max_sockets: int = Field(10_000, ge=1)
+    # Comma-separated addresses or networks of the proxies whose X-Forwarded-For names
+    # an anonymous caller (its rightmost entry: what the proxy saw). Serve's HAProxy on
+    # the replica's own node reaches it from loopback; add the nodes' network when
+    # HAProxy and the replicas are on different nodes.
+    trusted_proxies: str = Field("127.0.0.0/8,::1", pattern=r"^[0-9A-Fa-f:.,/ ]*$")
+    # HAProxy refuses a caller past this many times its rate limit (per route class,
+    # the O2O_RATE_LIMIT_* of the launcher's environment) with 429 after
+    # rate_limit_hold_s, before any replica sees the request; 0 leaves every refusal
+    # to the replicas. Needs the launcher's HAProxy (`haproxy_environment`).
+    rate_limit_haproxy_factor: float = Field(0.0, ge=0)
     # How long the replica waits on a merchant's entity before answering 503
     # merchant_unavailable: far above a placement's p99 under load (about 50 ms), short
     # enough that a stuck merchant costs its own customers seconds, not minutes.
@@ -174,14 +202,6 @@ class Settings(BaseSettings):
     # 429: a client that ignores Retry-After on many sockets would otherwise keep the
     # replica busy refusing it, and everybody else's requests queue behind.
     rate_limit_hold_s: float = Field(1.0, ge=0)
-
-    @model_validator(mode="after")
-    def _size_hosts(self) -> Settings:
-        per_kind = max(1, self.ray_num_cpus // 2)
-        for count in ("merchant_hosts", "rider_zone_hosts", "payment_hosts"):
-            if getattr(self, count) <= 0:
-                setattr(self, count, per_kind)
-        return self
 
     def refuse_unsafe(self) -> None:
         """Refuse to start outside dev mode with a default or short secret, and in dev mode
@@ -205,6 +225,11 @@ class Settings(BaseSettings):
                     "O2O_PAYMENT_SECRET must be set to the provider's secret "
                     f"(at least {MIN_PAYMENT_SECRET} characters)"
                 )
+            if not self.public_url:
+                problems.append(
+                    "O2O_PUBLIC_URL must be set: the platform's address as the payment "
+                    "provider reaches it, signed into every pay link"
+                )
             if self.data_key == DEV_DATA_KEY or not _is_aes_256_key(self.data_key):
                 problems.append(
                     "O2O_DATA_KEY must be a key of its own: 32 random bytes, base64 (for "
@@ -215,7 +240,8 @@ class Settings(BaseSettings):
 
     @property
     def sandbox_url(self) -> str:
-        return f"http://{self.sandbox_host}:{self.sandbox_port}"
+        """The payment provider: the one named, or the sandbox `o2o up` starts."""
+        return self.provider_url.rstrip("/") or f"http://{self.sandbox_host}:{self.sandbox_port}"
 
     @property
     def platform_url(self) -> str:
@@ -228,7 +254,8 @@ class Settings(BaseSettings):
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        host = "127.0.0.1" if self.redis_host in ("0.0.0.0", "::") else self.redis_host
+        return self.redis_url or f"redis://{host}:{self.redis_port}/0"
 
 
 @lru_cache(maxsize=1)

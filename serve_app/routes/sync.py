@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from actors import telemetry
 from domain.errors import DomainError
 from serve_app import auth, errors
 from serve_app.auth import Caller
@@ -57,8 +58,9 @@ async def sync_events(
             return as_json({"events": [fresh], "cursor": fresh["cursor"]})
         events = await feed.backlog(limit)
         if not events and wait_s > 0:
-            await feed.subscribe()
-            events = await feed.backlog(limit) or await feed.live(wait_s)
+            with telemetry.sync_socket("long_poll"):
+                await feed.subscribe()
+                events = await feed.backlog(limit) or await feed.live(wait_s)
     return as_json({"events": events, "cursor": feed.cursor})
 
 
@@ -89,6 +91,12 @@ async def sync_ws(
         await _refuse(websocket, err)
         return
     await websocket.accept()
+    with telemetry.sync_socket("websocket"):
+        await _serve(websocket, who, query, app)
+
+
+async def _serve(websocket: WebSocket, who: Caller, query: SyncQuery, app: Services) -> None:
+    """An accepted socket's life: its backlog, then live events, until either side ends."""
     async with Feed(app.hub, app.inboxes, inbox_of(who), query.cursor or None) as feed:
         await feed.subscribe()
         if query.viewing:

@@ -13,7 +13,10 @@ import httpx
 import pytest
 import redis
 
+from actors.directory import host_of_shard, shard_for
 from cluster.launcher import Platform
+from storage import keys
+from storage.layout import parse_layout
 from storage.redis import connect_blocking
 from storage.server import EmbeddedRedis, free_port
 from storage.settings import Settings
@@ -54,6 +57,8 @@ def platform(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # The crash tests arm faults in Redis; nothing fires unless a test armed it.
         fault_injection=True,
         dev_mode=True,
+        # Concurrent sessions on one machine would fight over the dashboard's port.
+        ray_dashboard=False,
         # The suite speaks through a few tokens: generous limits, but placement's is
         # one that test_admission.py passes with requests refused before any merchant.
         rate_limit_place="300/minute",
@@ -68,6 +73,13 @@ def platform(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     running.start()
     yield running
     running.stop()
+
+
+def owner_of(client: redis.Redis, kind: str, entity_id: str) -> int:
+    """The index of the host that owns an entity now, by the layout in Redis."""
+    row = client.hmget(keys.host_layout(kind), "count", "epoch", "previous", "pins")
+    layout = parse_layout(list(row), 1)
+    return host_of_shard(kind, shard_for(kind, entity_id), layout)
 
 
 @pytest.fixture(scope="session")

@@ -6,23 +6,22 @@ import time
 from collections.abc import Callable
 
 import ray
+import redis
 
-from actors.directory import NAMESPACE, host_name, host_of
-from cluster.launcher import Platform
-from tests.e2e.conftest import Api, eventually
+from actors.directory import NAMESPACE, host_name
+from tests.e2e.conftest import Api, eventually, owner_of
 from tests.e2e.world import make_world, pay, status_of
 
 
 def test_merchant_host_restarts_and_the_order_goes_on(
-    login: Callable[[str, str], Api], platform: Platform
+    login: Callable[[str, str], Api], store: redis.Redis
 ) -> None:
     world = make_world(login, stock=5)
     order = world.customer.post("/v1/orders", json=world.order_body(qty=2)).json()
     pay(order)
     eventually(lambda: status_of(world.customer, order["id"]) == "paid", what="paid")
 
-    settings = platform.settings
-    index = host_of("merchant", world.merchant_id, settings)
+    index = owner_of(store, "merchant", world.merchant_id)
     host = ray.get_actor(host_name("merchant", index), namespace=NAMESPACE)
     ray.kill(host, no_restart=False)  # a crash: Ray restarts it, its memory is gone
 

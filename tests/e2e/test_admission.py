@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from cluster.launcher import Platform
@@ -205,3 +206,26 @@ def _code(answer: httpx.Response) -> str | None:
     except (ValueError, KeyError, TypeError):
         return None
     return code
+
+
+def test_anonymous_callers_are_keyed_by_the_address_haproxy_forwards(
+    platform: Platform, store: redis.Redis
+) -> None:
+    """Behind Serve's HAProxy every connection comes from HAProxy's address; HAProxy
+    adds the client's to X-Forwarded-For (the launcher's wrapper), and the replica keys
+    an anonymous caller by it, not by what the client wrote there itself."""
+    if platform.settings.front_door != "haproxy":
+        pytest.skip("Serve's own proxy: the replica sees the client's address itself")
+    # Another loopback address than HAProxy's own (127.0.0.1) for this client.
+    client = httpx.Client(
+        base_url=platform.url,
+        transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        timeout=30,
+    )
+    with client:
+        answer = client.post(
+            f"/v1/orders/{unique('o')}/cancel", headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+    assert answer.status_code == 401, answer.text  # anonymous: counted, then refused
+    assert list(store.scan_iter(match="ratelimit:LIMITER/write/addr:127.0.0.2/*"))
+    assert not list(store.scan_iter(match="ratelimit:*203.0.113.9*"))

@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from cluster.launcher import Platform
 from tests.e2e.conftest import Api
-from tests.e2e.world import World, make_world
+from tests.e2e.world import World, make_world, status_of
 
 # Written in the background by the timers and follow-ups of earlier tests (dispatch,
 # offer expiry, the payment poller's due times, accept deadlines, mailboxes, outboxes
@@ -67,10 +67,8 @@ def world(login: Callable[[str, str], Api]) -> World:
     return make_world(login, stock=2)
 
 
-def cases(w: World, login: Callable[[str, str], Api]) -> list[tuple[str, Any, int, str]]:
+def cases(w: World, login: Callable[[str, str], Api], oid: str) -> list[tuple[str, Any, int, str]]:
     other = login("customer", "nosy-neighbour")
-    placed = w.customer.post("/v1/orders", json=w.order_body()).json()
-    oid = placed["id"]
     body = w.order_body
     return [
         (
@@ -264,20 +262,30 @@ def cases(w: World, login: Callable[[str, str], Api]) -> list[tuple[str, Any, in
 def test_bad_input_is_refused_and_changes_nothing(
     world: World, login: Callable[[str, str], Api], platform: Platform, store: redis.Redis
 ) -> None:
-    table = cases(world, login)
-    before = snapshot(store)
-    failures = []
-    for name, request, status, code in table:
-        answer = request()
-        try:
-            error = answer.json()["error"]
-        except Exception:
-            failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
-            continue
-        if answer.status_code != status or error["code"] != code or not error["message"]:
-            failures.append(f"{name}: expected {status} {code}, got {answer.status_code} {error}")
-    assert not failures, "\n".join(failures)
-    assert snapshot(store) == before
+    # The cases' unpaid order closes at the session's 20 s payment timeout: a run that
+    # outlasts it (a loaded machine) saw the platform change state, not the bad input,
+    # and is run again with a fresh order.
+    for _attempt in range(3):
+        oid = world.customer.post("/v1/orders", json=world.order_body()).json()["id"]
+        table = cases(world, login, oid)
+        before = snapshot(store)
+        failures = []
+        for name, request, status, code in table:
+            answer = request()
+            try:
+                error = answer.json()["error"]
+            except Exception:
+                failures.append(f"{name}: {answer.status_code} {answer.text[:200]}")
+                continue
+            if answer.status_code != status or error["code"] != code or not error["message"]:
+                failures.append(
+                    f"{name}: expected {status} {code}, got {answer.status_code} {error}"
+                )
+        assert not failures, "\n".join(failures)
+        after = snapshot(store)
+        if status_of(world.customer, oid) == "pending_payment":
+            break
+    assert after == before
 
 
 def test_idempotency_key_replays_and_refuses_a_different_body(world: World) -> None:

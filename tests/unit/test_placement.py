@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.directory import host_count, host_index, host_name
+from actors.directory import (
+    configured_hosts,
+    host_index,
+    host_name,
+    host_of_shard,
+    settings_digest,
+    shards_of_host,
+)
+from storage.keys import SHARDS
+from storage.layout import Layout
 from storage.settings import Settings
 
 IDS = [f"m-{i}" for i in range(10_000)]
@@ -80,23 +89,60 @@ def test_host_name() -> None:
     assert host_name("rider_zone", 0) == "rider_zone-host-0"
 
 
-def test_host_count_per_kind() -> None:
+def test_configured_host_count_per_kind() -> None:
     settings = Settings(merchant_hosts=6, rider_zone_hosts=3, payment_hosts=2)
-    assert host_count("merchant", settings) == 6
-    assert host_count("rider_zone", settings) == 3
-    assert host_count("payment", settings) == 2
+    assert configured_hosts("merchant", settings) == 6
+    assert configured_hosts("rider_zone", settings) == 3
+    assert configured_hosts("payment", settings) == 2
+    # Unset: the layout in Redis decides (or the cluster's size, the first time).
+    assert configured_hosts("merchant", Settings()) == 0
 
 
-def test_host_count_of_an_unknown_kind() -> None:
+def test_configured_host_count_of_an_unknown_kind() -> None:
     with pytest.raises(KeyError):
-        host_count("courier", Settings())
+        configured_hosts("courier", Settings())
 
 
-@pytest.mark.parametrize(("cpus", "hosts"), [(1, 1), (2, 1), (3, 1), (8, 4)])
-def test_unset_host_counts_follow_the_cpus(cpus: int, hosts: int) -> None:
-    settings = Settings(ray_num_cpus=cpus)
-    counts = [host_count(kind, settings) for kind in ("merchant", "rider_zone", "payment")]
-    assert counts == [hosts, hosts, hosts]
+def test_every_shard_has_exactly_one_owner() -> None:
+    layout = Layout(3)
+    owned = [shards_of_host("merchant", i, layout) for i in range(3)]
+    assert sorted(s for shards in owned for s in shards) == list(range(SHARDS))
+    assert all(owned), "each of three hosts owns some of the 64 shards"
+
+
+def test_adding_a_host_moves_only_shards_onto_it() -> None:
+    before = {s: host_of_shard("payment", s, Layout(2)) for s in range(SHARDS)}
+    after = {s: host_of_shard("payment", s, Layout(3)) for s in range(SHARDS)}
+    moved = [s for s in range(SHARDS) if before[s] != after[s]]
+    assert moved and all(after[s] == 2 for s in moved)
+
+
+def test_a_pinned_shard_alone_moves_to_its_dedicated_host() -> None:
+    plain = Layout(2)
+    hot = 17
+    pinned = Layout(3, epoch=2, previous=2, pins={hot: 2})
+    assert host_of_shard("merchant", hot, pinned) == 2
+    assert shards_of_host("merchant", 2, pinned) == [hot]
+    for shard in range(SHARDS):
+        if shard != hot:
+            assert host_of_shard("merchant", shard, pinned) == host_of_shard(
+                "merchant", shard, plain
+            )
+
+
+def test_a_pin_beyond_the_count_is_ignored() -> None:
+    assert {host_of_shard("merchant", s, Layout(2, pins={5: 4})) for s in range(SHARDS)} == {
+        0,
+        1,
+    }
+
+
+def test_settings_only_replicas_read_do_not_replace_hosts() -> None:
+    base = Settings()
+    assert settings_digest(base) == settings_digest(
+        Settings(rate_limit_read="1/second", api_replicas=4, merchant_hosts=9)
+    )
+    assert settings_digest(base) != settings_digest(Settings(offer_ttl_s=7))
 
 
 def test_haproxy_request_metrics_are_off_unless_asked_for(tmp_path: Path) -> None:

@@ -39,7 +39,19 @@ def test_a_short_secret_is_refused(weak: dict[str, str]) -> None:
 
 
 def test_strong_secrets_start_anywhere() -> None:
-    Settings(**STRONG, http_host="0.0.0.0").refuse_unsafe()
+    Settings(**STRONG, http_host="0.0.0.0", public_url="https://o2o.example").refuse_unsafe()
+
+
+def test_outside_dev_mode_the_public_url_must_be_named() -> None:
+    # The provider's callback is signed into every pay link: loopback reaches nobody.
+    with pytest.raises(UnsafeSettings, match="O2O_PUBLIC_URL"):
+        Settings(**STRONG, http_host="0.0.0.0").refuse_unsafe()
+
+
+def test_a_named_provider_replaces_the_local_sandbox() -> None:
+    assert Settings().sandbox_url == "http://127.0.0.1:8100"
+    named = Settings(provider_url="http://payments.internal:8100/")
+    assert named.sandbox_url == "http://payments.internal:8100"
 
 
 def test_dev_mode_takes_the_defaults_on_loopback_only() -> None:
