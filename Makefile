@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation chaos clean test-cluster chaos-cluster
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation bench-promotions chaos clean test-cluster test-multinode chaos-cluster
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -43,9 +43,17 @@ CLUSTER_SUITE := tests/e2e/test_order_loop.py tests/e2e/test_payments.py \
 test: lint /usr/bin/chromium
 	$(BIN)/pytest -q -p no:cacheprovider
 	O2O_TEST_REDIS=cluster $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_SUITE)
+	$(BIN)/pytest -q -s -p no:cacheprovider tests/multinode
 
 test-cluster: $(STAMP)
 	O2O_TEST_REDIS=cluster $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_SUITE)
+
+# A real two-node Ray cluster on this machine (two `ray start` processes with their own
+# ports), the app deployed with `serve deploy`, autoscaled, and its worker node SIGKILLed
+# under load (tests/multinode, its own session: the main run never collects it). -s
+# prints the figures it measures.
+test-multinode: $(STAMP)
+	$(BIN)/pytest -q -s -p no:cacheprovider tests/multinode
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
@@ -73,6 +81,10 @@ bench-memory: $(STAMP) /usr/bin/wrk
 # A flooding client and a slow merchant beside everybody else's placements, and a drain.
 bench-isolation: $(STAMP) /usr/bin/wrk
 	$(BIN)/python -m loadtests.bench_isolation
+
+# Order events' latency with and without a 10,000-customer regional promotion in flight.
+bench-promotions: $(STAMP)
+	$(BIN)/python -m loadtests.bench_promotions
 
 # Kills each part of a running platform under load and prints what it cost.
 chaos: $(STAMP)

@@ -244,6 +244,29 @@ class Reconcile:
     day: date
 
 
+@dataclass(frozen=True)
+class AskRefund:
+    """A refund an operator asks for: weighed by the refund-share rule first
+    (`domain/risk.py`), where an order's follow-up `Refund` is not."""
+
+    order_id: str
+    amount_fen: int
+    refund_no: str
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ReviewRefund:
+    """Operations decide a refund held for review."""
+
+    order_id: str
+    refund_no: str
+    review_id: str
+    approve: bool
+    by: str
+
+
 Message = (
     Onboard
     | SetMenuItem
@@ -259,6 +282,8 @@ Message = (
     | Refund
     | Settle
     | Reconcile
+    | AskRefund
+    | ReviewRefund
 )
 
 # Batches of mixed messages to one host in flight at once: a batch answers when its
@@ -479,8 +504,12 @@ class PaymentRef:
     async def notify(self, body: bytes, signature: str | None) -> Reply:
         return await self._send(Notify(body, signature, self.order_id))
 
-    async def refund(self, amount_fen: int, refund_no: str, reason: str) -> Reply:
-        return await self._send(Refund(self.order_id, amount_fen, refund_no, reason))
+    async def refund(self, amount_fen: int, refund_no: str, reason: str, by: str) -> Reply:
+        """A refund operator `by` asks for (it may be held for review)."""
+        return await self._send(AskRefund(self.order_id, amount_fen, refund_no, reason, by))
+
+    async def review_refund(self, refund_no: str, review_id: str, approve: bool, by: str) -> Reply:
+        return await self._send(ReviewRefund(self.order_id, refund_no, review_id, approve, by))
 
     async def settle(self) -> Reply:
         return await self._send(Settle(self.order_id))

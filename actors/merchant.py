@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from actors import telemetry
@@ -22,19 +24,37 @@ from actors.directory import (
 )
 from actors.host import EntityHost, sendable
 from domain import commands as c
+from domain import errands, ledger, risk
 from domain import events as e
-from domain import ledger
 from domain import reactions as r
+from domain.errand_tariff import ErrandTariff
 from domain.errors import DomainError, invalid, not_found
 from domain.geo import Point, require_indexable, zone_of
-from domain.merchants import MenuItem, Merchant, Requested, confirm_total, price_order
-from domain.orders import MERCHANT_ACCEPT_TIMEOUT, Order, authorize, decide, evolve, place
+from domain.merchants import (
+    MenuItem,
+    Merchant,
+    Requested,
+    accepting,
+    confirm_total,
+    delivery_fee_to,
+    price_order,
+)
+from domain.orders import (
+    MERCHANT_ACCEPT_TIMEOUT,
+    Order,
+    authorize,
+    decide,
+    delivery_hold,
+    evolve,
+    place,
+)
 from domain.pricing import DeliveryTariff
 from storage import keys
 from storage.coupons import CouponStore
 from storage.merchants import MerchantState, MerchantStore
 from storage.offers import OfferStore
 from storage.riders import RiderStore
+from storage.risk import RiskStore, figures_of
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,6 +83,13 @@ class MerchantHost(EntityHost):
     Caches merchant profiles and menus, reloaded from Redis after a restart, and up
     to `ORDERS_KEPT` orders under way (read again whenever a command fails on one).
     The follow-ups of each event (`domain/reactions.py`) run after the reply.
+    The courier desks that hold errands (`domain/errands.py`) are merchants of this
+    host like any other, built from the code rather than onboarded; an errand is placed
+    by `place_errand` and then lives as an order.
+    Risk checks (`domain/risk.py`): a placement reads its customer's and device's
+    windows before the merchant's lock and is counted by its own commit; one past them
+    is placed held. A delivery faster than a bike is committed held (its split waits).
+    Operations' decision on a held order (`Review`) is one more command.
     """
 
     KIND = "merchant"
@@ -70,11 +97,13 @@ class MerchantHost(EntityHost):
     def __init__(self, settings: Settings, index: int = 0) -> None:
         super().__init__(settings, index)
         self.tariff = DeliveryTariff()
+        self.errand_tariff = ErrandTariff()
         self.merchants = MerchantStore(self.redis, self.scripts, self.relay)
         self.coupons = CouponStore(self.redis, self.scripts)
         self.riders = RiderStore(self.redis, self.scripts)
         self.offers = OfferStore(self.redis, self.scripts, self.metrics, settings.offer_ttl_s)
         self.checkout = checkout_for(settings)
+        self.risk = RiskStore(self.redis, figures_of(settings))
         self._state: dict[str, MerchantState] = self.cache({})
         # Orders under way, most recently used last. This host is the only writer of
         # its merchants' orders, and every write is guarded by the order's version, so
@@ -94,7 +123,12 @@ class MerchantHost(EntityHost):
             telemetry.concerning(telemetry.order_of(message))
             if isinstance(message, Place):
                 started = time.perf_counter()
-                placed = await self.place_order(message.request, new_orders)
+                placing = (
+                    self.place_errand
+                    if message.request.get("kind") == errands.ERRAND
+                    else self.place_order
+                )
+                placed = await placing(message.request, new_orders)
                 telemetry.placed(started, placed)
                 return placed
             return await self.receive(message)
@@ -156,6 +190,12 @@ class MerchantHost(EntityHost):
 
     async def _load(self, merchant_id: str) -> MerchantState:
         state = self._state.get(merchant_id)
+        if state is None and errands.is_desk(merchant_id):
+            # A courier desk is the code's, not onboarded: its profile is written for
+            # the payment host's split each time a host takes it up.
+            desk = Merchant.from_dict(errands.desk_profile(merchant_id, self.errand_tariff))
+            await self.merchants.keep_desk(desk)
+            state = self._state[merchant_id] = MerchantState(desk, {}, 0)
         if state is None:
             state = self._state[merchant_id] = await self.merchants.load(merchant_id)
         return state
@@ -163,6 +203,8 @@ class MerchantHost(EntityHost):
     async def onboard(self, profile: dict[str, Any]) -> Reply:
         try:
             merchant = Merchant.from_dict(profile)
+            if errands.is_desk(merchant.id):
+                raise DomainError("merchant_exists", "the courier desk's id", id=merchant.id)
             require_indexable(merchant.location, "a merchant")
             ledger.plan_or_default(merchant.split_plan)
             async with self.lock(merchant.id):
@@ -213,13 +255,16 @@ class MerchantHost(EntityHost):
         now = datetime.now(UTC)
         try:
             self.refuse_if_full(merchant_id, "merchant_unavailable")
+            # Counted before the merchant's lock: the counts are the customer's and the
+            # device's, not the merchant's.
+            hold = await self._placement_hold(request, now)
             async with self.lock(merchant_id):
                 # Only a retry can find its order already there (the id comes from the
                 # Idempotency-Key); a coupon must not be claimed again for it.
                 existing = await self.orders.load(order_id) if request.get("coupon_code") else None
                 if existing is None:
                     try:
-                        order = await self._place(request, now)
+                        order = await self._place(request, now, hold)
                     except DomainError as err:
                         if err.code != "stale_version":
                             raise
@@ -236,7 +281,21 @@ class MerchantHost(EntityHost):
         payment = self.checkout.link(order.id, order.amounts.total_fen, order.placed_at.timestamp())
         return {"order": order.as_dict(), "payment": payment}
 
-    async def _place(self, request: dict[str, Any], now: datetime) -> Order:
+    async def _placement_hold(self, request: dict[str, Any], now: datetime) -> risk.Hold | None:
+        """The placement's risk check (`domain/risk.py`): its customer's and device's
+        orders and failed payments in their windows, this one counted (read only: the
+        order's own commit counts it, `_place`)."""
+        order_id = request["order_id"]
+        counts = await self.risk.placement(request["customer_id"], request.get("device_id"), now)
+        hit = risk.placement(counts, self.risk.figures)
+        if hit is None:
+            return None
+        telemetry.order_event("held_at_placement")
+        return risk.hold_of(hit, risk.order_review_id(order_id, "placed"), hidden=True)
+
+    async def _place(
+        self, request: dict[str, Any], now: datetime, hold: risk.Hold | None = None
+    ) -> Order:
         state = await self._load(request["merchant_id"])
         dropoff = Point(request["delivery"]["lat"], request["delivery"]["lng"])
         code = request.get("coupon_code")
@@ -249,6 +308,7 @@ class MerchantHost(EntityHost):
             self.tariff,
             coupon,
             now,
+            self.settings.city_utc_offset_min,
         )
         confirm_total(
             amounts,
@@ -268,17 +328,99 @@ class MerchantHost(EntityHost):
             address=request["delivery"].get("address", ""),
             phone=request["delivery"].get("phone", ""),
             coupon_code=code,
+            hold=hold,
         )
         (order_placed,) = decide(None, command)
         order = place(command)
         if code:
             await self.coupons.claim(code, order.customer_id, order.id)
+        counted = partial(
+            self.risk.count_placement,
+            customer_id=order.customer_id,
+            device_id=request.get("device_id"),
+            order_id=order.id,
+            at=now,
+            payment_timeout_s=self.settings.payment_timeout_s,
+        )
         try:
-            await self.orders.commit(None, order, order_placed)
+            await self.orders.commit(None, order, order_placed, beside=counted)
         except DomainError:
             if code:
                 await self.coupons.release(code, order.customer_id, order.id)
             raise
+        telemetry.order_event(order_placed.type)
+        return order
+
+    async def place_errand(self, request: dict[str, Any], new_orders: list[NewOrder]) -> Reply:
+        """Price and save a new errand at its courier desk (`domain/errands.py`), with its
+        two proof codes; reply with its signed pay link, as for any order. A retry (the
+        id comes from the Idempotency-Key) finds its errand and answers it again."""
+        desk_id, order_id = request["merchant_id"], request["order_id"]
+        now = datetime.now(UTC)
+        try:
+            self.refuse_if_full(desk_id, "merchant_unavailable")
+            # The same risk check as any placement: the customer's and device's counts.
+            hold = await self._placement_hold(request, now)
+            async with self.lock(desk_id):
+                state = await self._load(desk_id)
+                try:
+                    order = await self._place_errand(state, request, now, hold)
+                except DomainError as err:
+                    if err.code != "stale_version":
+                        raise
+                    existing = await self.orders.load(order_id)
+                    if existing is None or existing.customer_id != request["customer_id"]:
+                        return DomainError("order_exists", "order id taken")
+                    order = existing
+                else:
+                    zone = zone_of(order.dropoff, self.settings.zone_resolution)
+                    new_orders.append((now, zone, order.customer_id))
+        except DomainError as err:
+            return err
+        payment = self.checkout.link(order.id, order.amounts.total_fen, order.placed_at.timestamp())
+        return {"order": order.as_dict(), "payment": payment}
+
+    async def _place_errand(
+        self,
+        state: MerchantState,
+        request: dict[str, Any],
+        now: datetime,
+        hold: risk.Hold | None = None,
+    ) -> Order:
+        a, b = request["pickup"], request["dropoff"]
+        pickup, dropoff = Point(a["lat"], a["lng"]), Point(b["lat"], b["lng"])
+        lines, amounts = errands.price(
+            pickup, dropoff, request["category"], request["weight_class"], self.errand_tariff
+        )
+        confirm_total(amounts, request.get("expected_total_fen"), None, 0)
+        errand = errands.Errand(
+            category=request["category"],
+            weight_class=request["weight_class"],
+            pickup_address=a.get("address", ""),
+            pickup_contact_name=a.get("contact_name", ""),
+            pickup_contact_phone=a.get("contact_phone", ""),
+            pickup_note=a.get("note", ""),
+            dropoff_contact_name=b.get("contact_name", ""),
+            pickup_code=errands.new_code(secrets.randbelow),
+            delivery_code=errands.new_code(secrets.randbelow),
+        )
+        command = c.PlaceOrder(
+            at=now,
+            order_id=request["order_id"],
+            customer_id=request["customer_id"],
+            merchant_id=state.merchant.id,
+            lines=lines,
+            amounts=amounts,
+            pickup=pickup,
+            dropoff=dropoff,
+            address=b.get("address", ""),
+            phone=b.get("contact_phone", ""),
+            errand=errand,
+            hold=hold,
+        )
+        (order_placed,) = decide(None, command)
+        order = place(command)
+        await self.orders.commit(None, order, order_placed)
         telemetry.order_event(order_placed.type)
         return order
 
@@ -289,9 +431,21 @@ class MerchantHost(EntityHost):
         try:
             async with self.lock(merchant_id):
                 state = await self._load(merchant_id)
-                if isinstance(command, c.AcceptOrder) and command.prep_minutes is None:
-                    command = replace(command, prep_minutes=state.merchant.prep_minutes)
+                if isinstance(command, c.AcceptOrder):
+                    # A restaurant's usual preparation time, or a shop's ready at once.
+                    command = accepting(state.merchant, command)
+                if isinstance(command, c.ChangeDelivery):
+                    # Quoted by placement's rules; None where the merchant does not go,
+                    # which `decide` refuses once it has checked who asks.
+                    fee = delivery_fee_to(state.merchant, command.dropoff, self.tariff)
+                    command = replace(command, delivery_fee_fen=fee)
                 if isinstance(command, c.MarkPaid) and command.accept_deadline is None:
+                    deadline = command.at + timedelta(
+                        seconds=self.settings.merchant_accept_timeout_s
+                    )
+                    command = replace(command, accept_deadline=deadline)
+                if isinstance(command, c.Review) and command.accept_deadline is None:
+                    # A paid order released to its merchant: its answer is due from now.
                     deadline = command.at + timedelta(
                         seconds=self.settings.merchant_accept_timeout_s
                     )
@@ -320,6 +474,9 @@ class MerchantHost(EntityHost):
         if before is None or before.merchant_id != merchant_id:
             raise not_found("order", order_id)
         authorize(before, command, *caller)
+        if isinstance(command, c.Deliver) and command.hold is None:
+            # Faster than a bike from the counter to the door: its split waits for review.
+            command = replace(command, hold=delivery_hold(before, command.at, self.risk.figures))
         order = before
         for event in decide(order, command):
             after = evolve(order, event)
@@ -366,6 +523,17 @@ class MerchantHost(EntityHost):
                 return await self.act(
                     intent.merchant_id, intent.order_id, accept, ("system", "auto_accept")
                 )
+            case r.ReadyOnAccept():
+                # Asked under the merchant's lock like any command, so it waits for the
+                # acceptance that posted it to finish (a copy read beside it could be
+                # from before that acceptance).
+                ready = c.MarkReady(at=datetime.now(UTC))
+                reply = await self.act(
+                    intent.merchant_id, intent.order_id, ready, ("system", "ready_on_accept")
+                )
+                if isinstance(reply, DomainError) and reply.code == "invalid_transition":
+                    return None  # made ready with its acceptance: the usual case
+                return reply
             case r.Cancel():
                 cancel = c.CancelOrder(at=datetime.now(UTC), reason=intent.reason, by="system")
                 return await self.act(
@@ -376,7 +544,9 @@ class MerchantHost(EntityHost):
                 return None
             case r.FreeRider():
                 seconds = int((datetime.now(UTC) - intent.placed_at).total_seconds())
-                rider_zone = await self.riders.free(intent.rider_id, intent.order_id, seconds)
+                rider_zone = await self.riders.free(
+                    intent.rider_id, intent.order_id, seconds, intent.delivered
+                )
                 # Orders waiting for a rider there need not wait for the next retry round.
                 # A read is far cheaper than a message to the zone's host, and mostly none
                 # wait.

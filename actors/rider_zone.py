@@ -22,17 +22,20 @@ from actors.directory import (
     SetStatus,
 )
 from actors.host import EntityHost
+from actors.promotions import TICK_S, Pusher
 from domain import commands as c
 from domain import events as e
 from domain import offers
 from domain import reactions as r
 from domain.dispatch import Dispatch, RiderPosition, Weights, eta, job_of, rank
+from domain.errands import shown_to
 from domain.errors import DomainError, not_found
 from domain.geo import Point, distance_m, zone_of, zones_at
 from domain.offers import Offer
 from domain.orders import Order, ready_at
 from storage import keys
 from storage.offers import OfferStore
+from storage.promotions import PromotionStore
 from storage.riders import RiderStore
 from storage.settings import Settings
 
@@ -91,6 +94,19 @@ class RiderZoneHost(EntityHost):
         # Zones whose waiting orders are being offered again after a nudge.
         self._nudged: set[str] = set()
         self.every(EXPIRY_CHECK_S, "expiring offers", self.expire_due)
+        # Regional promotions' paced push, by whichever rider-zone host holds its lease
+        # (`actors/promotions.py`): apart from the hosts that change orders.
+        self.pusher = Pusher(
+            PromotionStore(
+                self.redis,
+                settings.inbox_maxlen,
+                settings.inbox_retention_s,
+                settings.promotion_presence_s,
+            ),
+            self.name,
+            settings.promotion_batch_per_s,
+        )
+        self.every(TICK_S, "pushing promotions", self.pusher.step)
         telemetry.watch(self)
         self.start()
 
@@ -288,6 +304,7 @@ class RiderZoneHost(EntityHost):
             expires_at=offer.expires_at,
             pickup=offer.pickup,
             dropoff=offer.dropoff,
+            kind=request.kind,
         )
         await self.offers.open(offer, made)
         telemetry.dispatch("offered")
@@ -379,7 +396,8 @@ class RiderZoneHost(EntityHost):
         return {
             "offer_id": offer.offer_id,
             "status": "accepted",
-            "order": assigned,
+            # As the rider may read it: an errand's proof codes are its customer's.
+            "order": shown_to(assigned, "rider"),
             "eta": first_eta,
         }
 

@@ -176,6 +176,9 @@ class Platform:
                     logging_config=telemetry.logging_config(),
                 )
                 self.started_ray = True
+        # The JSON logging of Ray's job reaches this driver too: its HTTP client's line
+        # per request would drown what the driver says.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         self.serve_started = True
         # Each API replica creates the host actors as it starts (`serve_app/app.py`).

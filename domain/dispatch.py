@@ -79,6 +79,8 @@ class Dispatch:
     version: int = 0
     # Operations were told once already that this order waits for a rider.
     told_ops: bool = False
+    # `food` or `errand`, told to the rider with the offer.
+    kind: str = "food"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class Dispatch:
             "pickup": {"lat": self.pickup.lat, "lng": self.pickup.lng},
             "dropoff": {"lat": self.dropoff.lat, "lng": self.dropoff.lng},
             "told_ops": self.told_ops,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -101,6 +104,7 @@ class Dispatch:
             ready_at=datetime.fromisoformat(d["ready_at"]) if d.get("ready_at") else None,
             version=d.get("version", 0),
             told_ops=d.get("told_ops", False),
+            kind=d.get("kind", "food"),
         )
 
 
@@ -139,6 +143,13 @@ def rank_riders(
     return free
 
 
+def _same_counter(job: Job, order: Dispatch) -> bool:
+    """Picked up at the same counter: the same merchant's, at the same point. A food
+    merchant's orders always are; the errands of one courier desk (`domain/errands.py`)
+    only when their pickups are one place."""
+    return job.merchant_id == order.merchant_id and job.pickup == order.pickup
+
+
 def batchable(order: Dispatch, rider: RiderPosition, weights: Weights) -> bool:
     """Whether a rider already carrying orders can sensibly add this one."""
     if not rider.jobs:
@@ -146,7 +157,7 @@ def batchable(order: Dispatch, rider: RiderPosition, weights: Weights) -> bool:
     if len(rider.jobs) >= weights.capacity:
         return False
     for job in rider.jobs:
-        same_counter = job.merchant_id == order.merchant_id or (
+        same_counter = _same_counter(job, order) or (
             distance_m(job.pickup, order.pickup) <= weights.batch_pickup_m
         )
         if same_counter and not job.picked_up:
@@ -167,7 +178,7 @@ def cost_minutes(
     ready_in = 0.0
     if order.ready_at is not None:
         ready_in = max(0.0, (order.ready_at - now).total_seconds() / 60)
-    same_trip = any(j.merchant_id == order.merchant_id and not j.picked_up for j in rider.jobs)
+    same_trip = any(_same_counter(j, order) and not j.picked_up for j in rider.jobs)
     carried = rider.load * weights.per_order_carried * (0.5 if same_trip else 1.0)
     return (
         travel

@@ -3,6 +3,7 @@
 Every event a terminal receives is one of these types, the order's own transitions and
 the wire events beside them (a rider's position, an offer, an order waiting for a
 rider, a refund, a menu change); `as_dict` is the wire form of API.md's sync events.
+The customer's own address book has its events beside its rules (`domain/addresses.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from domain.geo import Point
+from domain.risk import Hold
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +38,13 @@ class Event:
         }
 
 
+def _without_hold(data: dict[str, Any]) -> dict[str, Any]:
+    """An event that may carry a hold (`domain/risk.py`) says so only when it does."""
+    if data.get("hold") is None:
+        data.pop("hold", None)
+    return data
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)
@@ -52,6 +61,13 @@ class OrderPlaced(Event):
     customer_id: str
     merchant_id: str
     total_fen: int
+    # `food` or `errand` (`domain/errands.py`): what the terminals show it as.
+    kind: str = "food"
+    # Placed held for review (`domain/risk.py`): its merchant does not see it yet.
+    hold: Hold | None = None
+
+    def data(self) -> dict[str, Any]:
+        return _without_hold(super().data())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +120,61 @@ class OrderPickedUp(Event):
 class OrderDelivered(Event):
     type: ClassVar[str] = "order_delivered"
     rider_id: str
+    # Delivered implausibly fast (`domain/risk.py`): the split waits for review.
+    hold: Hold | None = None
+
+    def data(self) -> dict[str, Any]:
+        return _without_hold(super().data())
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryChanged(Event):
+    """The customer moved the door of an order not yet picked up (`orders.decide`).
+
+    Carries the new door and the re-quoted fee, so the customer's devices, the merchant
+    and the rider show it without reading the order again; `refund_fen` is what goes
+    back to the customer for a cheaper fee. The address and phone are sealed at rest on
+    the streams like the order's own (`storage/sealing.py`)."""
+
+    type: ClassVar[str] = "delivery_changed"
+    lat: float
+    lng: float
+    address: str
+    phone: str
+    delivery_fee_fen: int
+    total_fen: int
+    refund_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderHeld(Event):
+    """The provider captured another amount than the order's total: the money is booked,
+    the order is not paid, and it waits for review (`domain/risk.py`)."""
+
+    type: ClassVar[str] = "order_held"
+    hold: Hold
+    intent_id: str
+    paid_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderReleased(Event):
+    """Operations decided a hold (`domain/risk.py`): approved, or for a delivered order
+    refused (an order refused before its merchant had it is cancelled instead).
+
+    `paid`: the release pays the order (a captured amount the review approved), with
+    `paid_fen` the order's own money and `excess_fen` what goes back to the customer.
+    `accept_deadline`: a paid order's merchant must answer by then."""
+
+    type: ClassVar[str] = "order_released"
+    review_id: str
+    reason: str
+    outcome: str
+    by: str
+    paid: bool = False
+    paid_fen: int = 0
+    excess_fen: int = 0
+    accept_deadline: datetime | None = None
 
 
 # -- wire events beside the order's transitions: they carry its current version --------
@@ -129,6 +200,8 @@ class OfferMade(Event):
     expires_at: datetime
     pickup: Point
     dropoff: Point
+    # An errand's rider will need the pickup and delivery codes at the two doors.
+    kind: str = "food"
 
     def data(self) -> dict[str, Any]:
         return {"offer_id": self.offer_id, "order_id": self.order_id, **super().data()}
@@ -149,6 +222,27 @@ class Refunded(Event):
     type: ClassVar[str] = "refunded"
     refund_no: str
     amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundHeld(Event):
+    """A refund waits for review before it goes to the provider (`domain/risk.py`)."""
+
+    type: ClassVar[str] = "refund_held"
+    refund_no: str
+    amount_fen: int
+    review_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundRefused(Event):
+    """Operations refused a held refund: nothing goes back."""
+
+    type: ClassVar[str] = "refund_refused"
+    refund_no: str
+    amount_fen: int
+    review_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

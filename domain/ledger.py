@@ -53,6 +53,15 @@ Refunds
     An order refunded in full before delivery is still split, to book the provider fee
     against the platform; then the split posts nothing but that.
 
+Price cuts
+    A customer who moves the door of a paid order somewhere cheaper to deliver to gets
+    the difference back by a refund of its own (``domain/orders.py``). The order's
+    amounts are then below what was captured, and the split divides the order's price as
+    it is now: the parties share that (the rider's delivery share is the new fee's), and
+    the cut is the customer's, never theirs. Should the cut's refund still be on its way
+    when the order is split, clearing keeps the cut for it, and that refund is taken out
+    of clearing when it lands (``clearing_fen``), not from the parties.
+
 Reports
     ``balances`` sums postings; ``order_holdings`` is what an order's split still leaves
     with each party (the ``held`` a refund after the split needs); ``check_invariants``
@@ -533,10 +542,15 @@ def split_capture(
     """Move an order's money out of clearing into the provider's fee and the parties' payables.
 
     `refunded_fen` is what was refunded before the split (it came out of clearing); it
-    is taken off the shares exactly as a refund after the split would be.
+    is taken off the shares exactly as a refund after the split would be. An order whose
+    price was cut after capture (`amounts.total_fen` below `captured_fen`) is shared at
+    its price now; the cut is counted first among the refunds, and what of it is not yet
+    refunded stays in clearing for its refund.
     """
+    cut = max(captured_fen - amounts.total_fen, 0)
+    priced = captured_fen - cut
     parts = shares(
-        merchant_id, rider_id, amounts, captured_fen, provider_fee_fen, monthly_volume_fen, plan
+        merchant_id, rider_id, amounts, priced, provider_fee_fen, monthly_volume_fen, plan
     )
     if not _is_fen(refunded_fen) or not 0 <= refunded_fen <= captured_fen:
         raise DomainError(
@@ -545,10 +559,14 @@ def split_capture(
             refunded_fen=refunded_fen,
             captured_fen=captured_fen,
         )
-    if refunded_fen:
-        for account, n in _take_back(refunded_fen, captured_fen, parts).items():
+    beyond_cut = refunded_fen - cut
+    if beyond_cut > 0:
+        for account, n in _take_back(beyond_cut, priced, parts).items():
             _add(parts, account, -n)
-    moved = {provider_clearing(): refunded_fen - captured_fen, provider_fees(): provider_fee_fen}
+    moved = {
+        provider_clearing(): max(refunded_fen, cut) - captured_fen,
+        provider_fees(): provider_fee_fen,
+    }
     moved.update(parts)
     if all(n == 0 for n in moved.values()):
         raise DomainError("nothing_to_split", "the order has no money left to split")
@@ -564,11 +582,14 @@ def refund(
     refunded_so_far_fen: int,
     held: Mapping[str, int] | None,
     at: datetime,
+    clearing_fen: int = 0,
 ) -> Transaction:
     """Money back to the customer, from clearing before the split, from the parties after.
 
     `held` is None before the split; after it, what each party account still holds of
-    this order (`order_holdings` computes it from the order's transactions).
+    this order (`order_holdings` computes it from the order's transactions), and
+    `clearing_fen` what clearing still holds of it (`left_in_clearing`: a price cut whose
+    refund was not in when the order was split), which goes back first.
     """
     if not _is_fen(amount_fen) or amount_fen <= 0:
         raise invalid("a refund is a positive int of fen", amount_fen=amount_fen)
@@ -588,8 +609,15 @@ def refund(
     else:
         if not all(is_party_account(a) and _is_fen(n) for a, n in held.items()):
             raise invalid("held maps party accounts to ints of fen")
-        for account, n in _take_back(amount_fen, refundable, held).items():
-            _add(moved, account, -n)
+        if not _is_fen(clearing_fen) or not 0 <= clearing_fen <= refundable:
+            raise invalid("clearing_fen is an int within 0..refundable", fen=clearing_fen)
+        from_clearing = min(amount_fen, clearing_fen)
+        if from_clearing:
+            moved[provider_clearing()] = -from_clearing
+        if amount_fen > from_clearing:
+            parties = _take_back(amount_fen - from_clearing, refundable - clearing_fen, held)
+            for account, n in parties.items():
+                _add(moved, account, -n)
     return _transaction(f"refund:{refund_no}", "refund", order_id, at, moved)
 
 
@@ -616,6 +644,17 @@ def order_holdings(transactions: Iterable[Transaction], order_id: str) -> dict[s
             if is_party_account(p.account):
                 _add(held, p.account, p.amount_fen)
     return held if split_seen else None
+
+
+def left_in_clearing(transactions: Iterable[Transaction], order_id: str) -> int:
+    """What clearing still holds of one order (after its split: a cut not yet refunded)."""
+    return sum(
+        p.amount_fen
+        for txn in transactions
+        if txn.order_id == order_id
+        for p in txn.postings
+        if p.account == provider_clearing()
+    )
 
 
 def _customer_side(account: str) -> bool:

@@ -3,7 +3,10 @@
 pending_payment → paid → accepted → ready → picked_up → delivered, with cancelled
 (by the customer before acceptance, or payment timeout) and rejected (by the merchant)
 on the side. Rider assignment runs beside preparation. Every event raises the
-version by one, so a terminal can drop anything older than what it has.
+version by one, so a terminal can drop anything older than what it has. A shop's
+acceptance (`AcceptOrder.ready_on_accept`) is two events at once, accepted and ready.
+An errand (`domain/errands.py`) is an order of kind `errand`: cancellable by its
+customer until picked up, and picked up and delivered only with its proof codes.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any
 
 from domain import commands as c
 from domain import events as e
+from domain import risk
+from domain.errands import ERRAND, FOOD, Errand, check_proof
 from domain.errors import DomainError, forbidden
-from domain.geo import Point
+from domain.geo import Point, distance_m
 from domain.pricing import Amounts, Line
+from domain.risk import Hold
 
 
 class OrderStatus(StrEnum):
@@ -59,16 +65,32 @@ class Order:
     intent_id: str | None = None
     paid_fen: int = 0
     refund_due_fen: int = 0
+    # Given back already because the customer moved the door somewhere cheaper.
+    delivery_refunded_fen: int = 0
     rider_id: str | None = None
     prep_minutes: int | None = None
     close_reason: str | None = None
     # Paid orders only: when the platform rejects it if its merchant has not answered.
     accept_deadline: datetime | None = None
     timeline: tuple[TimelineEntry, ...] = ()
+    # An errand's own part (`domain/errands.py`); None for food.
+    errand: Errand | None = None
+    # Its latest hold for review (`domain/risk.py`), open or decided.
+    hold: Hold | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status not in TERMINAL
+
+    @property
+    def on_hold(self) -> bool:
+        """Waiting for operations' review: nothing the hold stops may happen meanwhile."""
+        return self.hold is not None and self.hold.open
+
+    @property
+    def held_fen(self) -> int:
+        """What the customer paid and has not had back: what closing the order refunds."""
+        return self.paid_fen - self.delivery_refunded_fen
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,11 +116,15 @@ class Order:
             "intent_id": self.intent_id,
             "paid_fen": self.paid_fen,
             "refund_due_fen": self.refund_due_fen,
+            "delivery_refunded_fen": self.delivery_refunded_fen,
             "rider_id": self.rider_id,
             "prep_minutes": self.prep_minutes,
             "close_reason": self.close_reason,
             "accept_deadline": self.accept_deadline.isoformat() if self.accept_deadline else None,
             "timeline": [{"status": t.status, "at": t.at.isoformat()} for t in self.timeline],
+            "hold": self.hold.as_dict() if self.hold else None,
+            "kind": ERRAND if self.errand else FOOD,
+            **({"errand": self.errand.as_dict(self.pickup)} if self.errand else {}),
         }
 
     @classmethod
@@ -122,6 +148,7 @@ class Order:
             intent_id=d.get("intent_id"),
             paid_fen=d.get("paid_fen", 0),
             refund_due_fen=d.get("refund_due_fen", 0),
+            delivery_refunded_fen=d.get("delivery_refunded_fen", 0),
             rider_id=d.get("rider_id"),
             prep_minutes=d.get("prep_minutes"),
             close_reason=d.get("close_reason"),
@@ -131,6 +158,8 @@ class Order:
             timeline=tuple(
                 TimelineEntry(t["status"], datetime.fromisoformat(t["at"])) for t in d["timeline"]
             ),
+            errand=Errand.from_dict(d["errand"]) if d.get("errand") else None,
+            hold=Hold.from_dict(d["hold"]) if d.get("hold") else None,
         )
 
 
@@ -146,6 +175,17 @@ def _wrong_state(order: Order, action: str) -> DomainError:
 def _require(order: Order, action: str, *allowed: OrderStatus) -> None:
     if order.status not in allowed:
         raise _wrong_state(order, action)
+
+
+def _not_held(order: Order, action: str) -> None:
+    if order.on_hold:
+        assert order.hold is not None
+        raise DomainError(
+            "order_held",
+            f"cannot {action} an order held for review",
+            reason=order.hold.reason,
+            review_id=order.hold.review_id,
+        )
 
 
 def _own_rider(order: Order, rider_id: str) -> None:
@@ -168,6 +208,8 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                 customer_id=command.customer_id,
                 merchant_id=command.merchant_id,
                 total_fen=command.amounts.total_fen,
+                kind=ERRAND if command.errand else FOOD,
+                hold=command.hold,
             )
         ]
     if order is None:
@@ -201,29 +243,42 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                     at=at,
                     intent_id=command.intent_id,
                     amount_fen=command.amount_fen,
-                    accept_deadline=command.accept_deadline,
+                    # A held order's merchant has not seen it: its deadline runs from release.
+                    accept_deadline=None if order.on_hold else command.accept_deadline,
                 )
             ]
         case c.AcceptOrder():
             if command.prep_minutes is None or not 0 <= command.prep_minutes <= 240:
                 raise DomainError("invalid_request", "prep_minutes must be within 0..240")
             _require(order, "accept", OrderStatus.PAID)
+            _not_held(order, "accept")
+            if command.ready_on_accept:
+                # A shop's order: nothing to prepare, so it is ready as it is accepted.
+                # Two events, each one version, so the lifecycle and its versions are a
+                # restaurant's (a delivered order is at version 7 either way).
+                return [
+                    e.OrderAccepted(order_id=oid, version=nxt, at=at, prep_minutes=0),
+                    e.OrderReady(order_id=oid, version=nxt + 1, at=at),
+                ]
             return [
                 e.OrderAccepted(order_id=oid, version=nxt, at=at, prep_minutes=command.prep_minutes)
             ]
         case c.RejectOrder():
             _require(order, "reject", OrderStatus.PAID)
+            _not_held(order, "reject")
             return [
                 e.OrderRejected(
                     order_id=oid,
                     version=nxt,
                     at=at,
                     reason=command.reason,
-                    refund_fen=order.paid_fen,
+                    refund_fen=order.held_fen,
                 )
             ]
         case c.CancelOrder():
-            _require(order, "cancel", OrderStatus.PENDING_PAYMENT, OrderStatus.PAID)
+            # An errand has nothing cooked for it: it may be cancelled until picked up.
+            before_pickup = (OrderStatus.ACCEPTED, OrderStatus.READY) if order.errand else ()
+            _require(order, "cancel", OrderStatus.PENDING_PAYMENT, OrderStatus.PAID, *before_pickup)
             return [
                 e.OrderCancelled(
                     order_id=oid,
@@ -231,7 +286,7 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                     at=at,
                     reason=command.reason,
                     by=command.by,
-                    refund_fen=order.paid_fen,
+                    refund_fen=order.held_fen,
                 )
             ]
         case c.AssignRider():
@@ -247,12 +302,176 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
         case c.PickUp():
             _own_rider(order, command.rider_id)
             _require(order, "pick up", OrderStatus.READY)
+            check_proof(order.errand, "pickup", command.code)
             return [e.OrderPickedUp(order_id=oid, version=nxt, at=at, rider_id=command.rider_id)]
+        case c.ChangeDelivery():
+            return _change_delivery(order, command, nxt)
         case c.Deliver():
             _own_rider(order, command.rider_id)
             _require(order, "deliver", OrderStatus.PICKED_UP)
-            return [e.OrderDelivered(order_id=oid, version=nxt, at=at, rider_id=command.rider_id)]
+            check_proof(order.errand, "delivery", command.code)
+            return [
+                e.OrderDelivered(
+                    order_id=oid, version=nxt, at=at, rider_id=command.rider_id, hold=command.hold
+                )
+            ]
+        case c.HoldPayment():
+            if order.hold is not None and order.hold.review_id == command.hold.review_id:
+                return []  # the same capture told twice
+            _require(order, "hold the payment of", OrderStatus.PENDING_PAYMENT)
+            # It takes the place of a hold at placement (its review closes: this one
+            # decides the order), and stays hidden from the merchant as that one was.
+            return [
+                e.OrderHeld(
+                    order_id=oid,
+                    version=nxt,
+                    at=at,
+                    hold=replace(command.hold, hidden=hidden_from_merchant(order)),
+                    intent_id=command.intent_id,
+                    paid_fen=command.amount_fen,
+                )
+            ]
+        case c.Review():
+            return _review(order, command, nxt)
     raise DomainError("invalid_request", f"unknown command {type(command).__name__}")
+
+
+def _review(order: Order, command: c.Review, nxt: int) -> list[e.Event]:
+    """Operations' decision on the order's open hold (`domain/risk.py` says what each
+    hold stops). A decided or superseded review is 409 `review_decided`."""
+    hold = order.hold
+    if hold is None or not hold.open or hold.review_id != command.review_id:
+        mine = hold is not None and hold.review_id == command.review_id
+        raise DomainError(
+            "review_decided",
+            "this review is decided already",
+            review_id=command.review_id,
+            status=hold.status if mine and hold is not None else risk.CLOSED,
+        )
+    at = command.at
+    if not command.approve and order.status in (OrderStatus.PENDING_PAYMENT, OrderStatus.PAID):
+        # Before the merchant had it: the order is cancelled, what was paid goes back.
+        return [
+            e.OrderCancelled(
+                order_id=order.id,
+                version=nxt,
+                at=at,
+                reason=risk.REVIEW_REFUSED,
+                by=command.by,
+                refund_fen=order.held_fen,
+            )
+        ]
+    paid = hold.reason == risk.AMOUNT_MISMATCH and command.approve
+    total = order.amounts.total_fen
+    if paid and order.paid_fen < total:
+        raise DomainError(
+            "payment_short",
+            "the provider captured less than the order's total: refuse it (the money goes "
+            "back) and let the customer order again",
+            paid_fen=order.paid_fen,
+            total_fen=total,
+        )
+    answered = paid or order.status == OrderStatus.PAID
+    return [
+        e.OrderReleased(
+            order_id=order.id,
+            version=nxt,
+            at=at,
+            review_id=hold.review_id,
+            reason=hold.reason,
+            outcome=risk.APPROVED if command.approve else risk.REFUSED,
+            by=command.by,
+            paid=paid,
+            paid_fen=total if paid else 0,
+            excess_fen=order.paid_fen - total if paid else 0,
+            accept_deadline=command.accept_deadline if answered and command.approve else None,
+        )
+    ]
+
+
+# Until the rider has the food, the door may move; after, the rider is on the way to it.
+DOOR_MOVABLE = (
+    OrderStatus.PENDING_PAYMENT,
+    OrderStatus.PAID,
+    OrderStatus.ACCEPTED,
+    OrderStatus.READY,
+)
+
+
+def _change_delivery(order: Order, command: c.ChangeDelivery, nxt: int) -> list[e.Event]:
+    """A new door for an order not yet picked up, at the fee the merchant's tariff gives.
+
+    The fee never rises after placement: the customer paid (or holds a signed pay link
+    for) the placed total, and the provider refuses a second link of another amount
+    for an order once its intent is open, so an extra charge could not be collected
+    honestly. A dearer door is refused (`fee_increase_not_supported`: cancel and
+    order again); a cheaper one is refunded the difference once paid, and refused while
+    unpaid (`fee_change_before_payment`: the link's amount cannot change). A door at
+    the same fee moves at any status before pickup.
+    """
+    if order.status in (OrderStatus.PICKED_UP, OrderStatus.DELIVERED):
+        raise DomainError(
+            "already_picked_up",
+            "the rider has the food: the delivery address can no longer change",
+            status=order.status.value,
+        )
+    _require(order, "change the delivery of", *DOOR_MOVABLE)
+    if order.errand is not None:
+        # Its price is the distance from A to B by the errand tariff, and its recipient
+        # was named for B: a new B is a new errand.
+        raise DomainError(
+            "delivery_change_not_supported", "an errand's drop-off is fixed at placement"
+        )
+    address = order.address if command.address is None else command.address
+    phone = order.phone if command.phone is None else command.phone
+    if (command.dropoff, address, phone) == (order.dropoff, order.address, order.phone):
+        return []
+    fee = command.delivery_fee_fen
+    if fee is None:
+        raise DomainError(
+            "outside_delivery_range",
+            "the merchant does not deliver to this point",
+            merchant_id=order.merchant_id,
+        )
+    current = order.amounts.delivery_fee_fen
+    if command.expected_delivery_fee_fen is not None and command.expected_delivery_fee_fen != fee:
+        raise DomainError(
+            "fee_changed",
+            "the delivery fee to this address differs from what the customer saw",
+            expected_delivery_fee_fen=command.expected_delivery_fee_fen,
+            delivery_fee_fen=fee,
+            current_delivery_fee_fen=current,
+        )
+    if fee > current:
+        raise DomainError(
+            "fee_increase_not_supported",
+            "this address costs more to deliver to than the order paid for",
+            delivery_fee_fen=fee,
+            current_delivery_fee_fen=current,
+        )
+    if fee < current and order.status == OrderStatus.PENDING_PAYMENT:
+        raise DomainError(
+            "fee_change_before_payment",
+            "the order's pay link is for its placed total: pay first, then the cheaper "
+            "fee is refunded",
+            delivery_fee_fen=fee,
+            current_delivery_fee_fen=current,
+        )
+    amounts = order.amounts
+    return [
+        e.DeliveryChanged(
+            order_id=order.id,
+            version=nxt,
+            at=command.at,
+            lat=command.dropoff.lat,
+            lng=command.dropoff.lng,
+            address=address,
+            phone=phone,
+            delivery_fee_fen=fee,
+            total_fen=amounts.subtotal_fen + fee - amounts.discount_fen,
+            refund_fen=current - fee,
+        )
+    ]
 
 
 def place(command: c.PlaceOrder) -> Order:
@@ -272,6 +491,8 @@ def place(command: c.PlaceOrder) -> Order:
         placed_at=command.at,
         coupon_code=command.coupon_code,
         timeline=(TimelineEntry(OrderStatus.PENDING_PAYMENT.value, command.at),),
+        errand=command.errand,
+        hold=command.hold,
     )
 
 
@@ -295,12 +516,26 @@ def evolve(order: Order, event: e.Event) -> Order:
                 close_reason=event.reason,
                 refund_due_fen=event.refund_fen,
             )
+            if order.on_hold and order.hold is not None:
+                changes.update(hold=order.hold.decided(risk.CLOSED))
         case e.OrderCancelled():
             changes.update(
                 status=OrderStatus.CANCELLED,
                 close_reason=event.reason,
                 refund_due_fen=event.refund_fen,
             )
+            if order.on_hold and order.hold is not None:
+                refused = event.reason == risk.REVIEW_REFUSED
+                changes.update(hold=order.hold.decided(risk.REFUSED if refused else risk.CLOSED))
+        case e.OrderHeld():
+            changes.update(hold=event.hold, intent_id=event.intent_id, paid_fen=event.paid_fen)
+        case e.OrderReleased():
+            if order.hold is not None:
+                changes.update(hold=order.hold.decided(event.outcome))
+            if event.paid:
+                changes.update(status=OrderStatus.PAID, paid_fen=event.paid_fen)
+            if event.accept_deadline is not None:
+                changes.update(accept_deadline=event.accept_deadline)
         case e.RiderAssigned():
             changes.update(rider_id=event.rider_id)
         case e.OrderReady():
@@ -309,6 +544,20 @@ def evolve(order: Order, event: e.Event) -> Order:
             changes.update(status=OrderStatus.PICKED_UP)
         case e.OrderDelivered():
             changes.update(status=OrderStatus.DELIVERED)
+            if event.hold is not None:
+                changes.update(hold=event.hold)
+        case e.DeliveryChanged():
+            changes.update(
+                dropoff=Point(event.lat, event.lng),
+                address=event.address,
+                phone=event.phone,
+                amounts=replace(
+                    order.amounts,
+                    delivery_fee_fen=event.delivery_fee_fen,
+                    total_fen=event.total_fen,
+                ),
+                delivery_refunded_fen=order.delivery_refunded_fen + event.refund_fen,
+            )
     label = changes["status"].value if "status" in changes else event.type
     changes["timeline"] = (*stamp, TimelineEntry(label, event.at))
     return replace(order, **changes)
@@ -320,6 +569,24 @@ def ready_at(order: Order) -> datetime | None:
     if accepted is None or order.prep_minutes is None:
         return None
     return accepted + timedelta(minutes=order.prep_minutes)
+
+
+def delivery_hold(order: Order, at: datetime, figures: risk.Figures) -> Hold | None:
+    """The hold of a delivery at `at` faster than a bike rides from the counter to the
+    door since the pickup, or None."""
+    picked = next(
+        (t.at for t in reversed(order.timeline) if t.status == OrderStatus.PICKED_UP), None
+    )
+    if picked is None:
+        return None
+    seconds = (at - picked).total_seconds()
+    hit = risk.rider_too_fast(distance_m(order.pickup, order.dropoff), seconds, figures)
+    return risk.hold_of(hit, risk.order_review_id(order.id, "delivered")) if hit else None
+
+
+def hidden_from_merchant(order: Order) -> bool:
+    """Held before its merchant had it, and not released: the merchant does not see it."""
+    return risk.hides_from_merchant(order.hold)
 
 
 def visible_to(
@@ -340,14 +607,22 @@ def awaits_merchant(order: Order) -> bool:
     return order.status == OrderStatus.PAID and order.accept_deadline is not None
 
 
+def moves_stock(order: Order) -> bool:
+    """Whether the order's lines are on a merchant's shelf: an errand's one line is not."""
+    return order.errand is None
+
+
 def releases_stock(event: e.Event) -> bool:
     """Whether an event gives the reserved items back to the merchant's shelf."""
     return isinstance(event, e.OrderCancelled | e.OrderRejected)
 
 
 def audience(order: Order, event: e.Event) -> list[tuple[str, str]]:
-    """The terminals that must see an event: (role, id) pairs, plus operations."""
-    who = [("customer", order.customer_id), ("merchant", order.merchant_id)]
+    """The terminals that must see an event: (role, id) pairs, plus operations. An order
+    held before its merchant had it is not told to the merchant (`hidden_from_merchant`)."""
+    who = [("customer", order.customer_id)]
+    if not hidden_from_merchant(order):
+        who.append(("merchant", order.merchant_id))
     rider = event.rider_id if isinstance(event, e.RiderAssigned) else order.rider_id
     if rider is not None:
         who.append(("rider", rider))
@@ -374,6 +649,16 @@ def authorize(order: Order, command: c.Command, role: str, who: str) -> None:
         if role != "merchant":
             raise forbidden("only the merchant prepares an order")
         if order.merchant_id != who:
+            raise hidden
+        return
+    if isinstance(command, c.Review):
+        if role != "admin":
+            raise forbidden("only operations decide a review")
+        return
+    if isinstance(command, c.ChangeDelivery):
+        if role != "customer":
+            raise forbidden("only the customer moves the door of an order")
+        if order.customer_id != who:
             raise hidden
         return
     if isinstance(command, c.PickUp | c.Deliver):

@@ -34,6 +34,10 @@ def next_check_in(age_s: float, poll_s: float, timeout_s: float) -> float:
     return max(poll_s, min(age_s, timeout_s - age_s))
 
 
+# Refund lines that hold their amount out of what may still be refunded.
+PENDING = frozenset({"pending", "held"})
+
+
 class PaymentStatus(StrEnum):
     CREATED = "created"  # only its pay link exists
     CAPTURED = "captured"
@@ -45,7 +49,9 @@ class RefundLine:
     refund_no: str
     amount_fen: int
     reason: str
-    status: str = "pending"  # pending until the provider confirms: succeeded
+    # pending until the provider confirms: succeeded. A refund a risk check held is
+    # "held" (not sent to the provider) until review: then pending, or "refused".
+    status: str = "pending"
     refunded_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,7 +89,8 @@ class Payment:
 
     @property
     def pending_refunds_fen(self) -> int:
-        return sum(r.amount_fen for r in self.refunds.values() if r.status == "pending")
+        """Refunds asked and not confirmed: sent, or held for review (`domain/risk.py`)."""
+        return sum(r.amount_fen for r in self.refunds.values() if r.status in PENDING)
 
     @property
     def refundable_fen(self) -> int:
@@ -157,6 +164,10 @@ class Capture:
     intent_id: str
     amount_fen: int
     at: datetime
+    # Another amount than the order's is taken only when the provider's own order
+    # query says so (a notification alone could be a replay or a forgery): then it is
+    # booked and the order held for review (`domain/risk.py`).
+    confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,16 @@ class RequestRefund:
     refund_no: str
     amount_fen: int
     reason: str
+    # A risk check held it: recorded, not sent to the provider until review.
+    held: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseRefund:
+    """Review decided a held refund: sent (approve) or dropped."""
+
+    refund_no: str
+    approve: bool
 
 
 @dataclass(frozen=True)
@@ -190,7 +211,9 @@ class Close:
     """The customer never paid and the provider closed the intent."""
 
 
-PaymentCommand = Capture | RequestRefund | ConfirmRefund | TellOrderPaid | BookSplit | Close
+PaymentCommand = (
+    Capture | RequestRefund | ReleaseRefund | ConfirmRefund | TellOrderPaid | BookSplit | Close
+)
 
 
 @dataclass(frozen=True)
@@ -202,6 +225,12 @@ class Captured:
 @dataclass(frozen=True)
 class RefundRequested:
     refund: RefundLine
+
+
+@dataclass(frozen=True)
+class RefundReleased:
+    refund_no: str
+    approve: bool
 
 
 @dataclass(frozen=True)
@@ -227,7 +256,13 @@ class PaymentClosed:
 
 
 PaymentEvent = (
-    Captured | RefundRequested | RefundConfirmed | OrderToldPaid | SplitBooked | PaymentClosed
+    Captured
+    | RefundRequested
+    | RefundReleased
+    | RefundConfirmed
+    | OrderToldPaid
+    | SplitBooked
+    | PaymentClosed
 )
 
 
@@ -237,10 +272,12 @@ def decide(payment: Payment, command: PaymentCommand) -> list[PaymentEvent]:
         case Capture():
             if command.intent_id != payment.intent_id:
                 raise DomainError("amount_mismatch", "intent does not match the order")
-            if command.amount_fen != payment.amount_fen:
-                raise DomainError("amount_mismatch", "amount does not match the order")
             if payment.status == PaymentStatus.CAPTURED:
+                if command.amount_fen != payment.captured_fen:
+                    raise DomainError("amount_mismatch", "amount does not match the capture")
                 return []
+            if command.amount_fen != payment.amount_fen and not command.confirmed:
+                raise DomainError("amount_mismatch", "amount does not match the order")
             return [Captured(command.amount_fen, command.at)]
         case RequestRefund():
             if payment.status != PaymentStatus.CAPTURED:
@@ -258,8 +295,16 @@ def decide(payment: Payment, command: PaymentCommand) -> list[PaymentEvent]:
                     refunded_fen=payment.refunded_fen,
                     refundable_fen=max(payment.refundable_fen, 0),
                 )
-            line = RefundLine(command.refund_no, command.amount_fen, command.reason)
+            status = "held" if command.held else "pending"
+            line = RefundLine(command.refund_no, command.amount_fen, command.reason, status)
             return [RefundRequested(line)]
+        case ReleaseRefund():
+            held = payment.refunds.get(command.refund_no)
+            if held is None:
+                raise DomainError("refund_not_found", "unknown refund number")
+            if held.status != "held":
+                raise DomainError("review_decided", "this refund is not held", status=held.status)
+            return [RefundReleased(command.refund_no, command.approve)]
         case ConfirmRefund():
             refund = payment.refunds.get(command.refund_no)
             if refund is None:
@@ -290,6 +335,12 @@ def evolve(payment: Payment, event: PaymentEvent) -> Payment:
             return replace(
                 payment, refunds={**payment.refunds, event.refund.refund_no: event.refund}
             )
+        case RefundReleased():
+            released = replace(
+                payment.refunds[event.refund_no],
+                status="pending" if event.approve else "refused",
+            )
+            return replace(payment, refunds={**payment.refunds, event.refund_no: released})
         case RefundConfirmed():
             line = replace(
                 payment.refunds[event.refund_no],

@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from domain import events as e
+from domain import risk
 from domain.dispatch import Dispatch
+from domain.errands import ERRAND, FOOD
 from domain.merchants import Merchant
-from domain.orders import Order, ready_at
+from domain.orders import Order, OrderStatus, ready_at
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,17 @@ class Accept:
     order_id: str
     merchant_id: str
     prep_minutes: int
+
+
+@dataclass(frozen=True)
+class ReadyOnAccept:
+    """A shop's accepted order must be ready. `decide` makes it ready in the same command
+    (the two events are committed back to back, before the reply), so this finds it ready
+    and does nothing; it is there for a host that died between the two commits: written
+    with the acceptance, it makes the order ready once the shard's next host reads it."""
+
+    order_id: str
+    merchant_id: str
 
 
 @dataclass(frozen=True)
@@ -49,17 +62,23 @@ class ReturnCoupon:
 
 @dataclass(frozen=True)
 class FreeRider:
-    """The delivery is done: the rider carries one order less (its merchant's host does it)."""
+    """The delivery is done: the rider carries one order less (its merchant's host does it).
+
+    Not `delivered`: an errand cancelled while its rider was on the way to the pickup;
+    the rider is free again without a delivery counted."""
 
     rider_id: str
     order_id: str
     placed_at: datetime
     merchant_id: str = ""
+    delivered: bool = True
 
 
 @dataclass(frozen=True)
 class Settle:
     order_id: str
+    # The delivery was refused by review (`domain/risk.py`): the rider's share is kept.
+    withhold_rider: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,10 +90,19 @@ class Cancel:
     reason: str
 
 
-Intent = Accept | FindRider | Refund | ReturnCoupon | FreeRider | Settle | Cancel
+Intent = Accept | ReadyOnAccept | FindRider | Refund | ReturnCoupon | FreeRider | Settle | Cancel
 INTENTS: dict[str, type[Intent]] = {
     cls.__name__: cls
-    for cls in (Accept, FindRider, Refund, ReturnCoupon, FreeRider, Settle, Cancel)
+    for cls in (
+        Accept,
+        ReadyOnAccept,
+        FindRider,
+        Refund,
+        ReturnCoupon,
+        FreeRider,
+        Settle,
+        Cancel,
+    )
 }
 
 
@@ -90,6 +118,7 @@ def to_wire(intent: Intent) -> dict[str, Any]:
                 "order_id": intent.order_id,
                 "placed_at": intent.placed_at.isoformat(),
                 "merchant_id": intent.merchant_id,
+                "delivered": intent.delivered,
             }
     return {"intent": type(intent).__name__, **asdict(intent)}
 
@@ -105,6 +134,7 @@ def from_wire(d: dict[str, Any]) -> Intent:
                 fields["order_id"],
                 datetime.fromisoformat(fields["placed_at"]),
                 fields["merchant_id"],
+                fields.get("delivered", True),
             )
     return INTENTS[d["intent"]](**fields)  # type: ignore[arg-type]
 
@@ -118,6 +148,7 @@ def dispatch_of(order: Order) -> Dispatch:
         dropoff=order.dropoff,
         ready_at=ready_at(order),
         version=order.version,
+        kind=ERRAND if order.errand else FOOD,
     )
 
 
@@ -126,11 +157,26 @@ def refund_no(order: Order) -> str:
     return f"{order.id}-r{order.version}"
 
 
+DELIVERY_CHANGED = "delivery_changed"
+
+
+def delivery_refund_no(order: Order) -> str:
+    """The refund number of a cheaper door: one per change (the version it made)."""
+    return f"{order.id}-d{order.version}"
+
+
 def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[Intent]:
     """The follow-ups of `event`, which made `order` what it is now."""
     match event:
+        case e.OrderPaid() if order.on_hold:
+            return []  # its merchant gets it when review releases it
         case e.OrderPaid() if merchant is not None and merchant.accept_mode == "auto":
             return [Accept(order.id, order.merchant_id, merchant.prep_minutes)]
+        case e.OrderReleased():
+            return _released(order, event, merchant)
+        case e.OrderAccepted() if merchant is not None and merchant.ready_on_accept:
+            # Ready now (prep 0): dispatch weighs the rider's way to the shop only.
+            return [FindRider(dispatch_of(order)), ReadyOnAccept(order.id, order.merchant_id)]
         case e.OrderAccepted():
             return [FindRider(dispatch_of(order))]
         case e.OrderCancelled() | e.OrderRejected():
@@ -143,7 +189,18 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
                 intents.append(
                     ReturnCoupon(order.coupon_code, order.customer_id, order.id, order.merchant_id)
                 )
+            if order.rider_id is not None:
+                # An errand cancelled on its rider's way to the pickup (`domain/errands.py`).
+                intents.append(
+                    FreeRider(order.rider_id, order.id, order.placed_at, order.merchant_id, False)
+                )
             return intents
+        case e.DeliveryChanged() if event.refund_fen > 0:
+            # Through the payment host like any partial refund, once by its number.
+            return [Refund(order.id, event.refund_fen, delivery_refund_no(order), DELIVERY_CHANGED)]
+        case e.OrderDelivered() if order.on_hold:
+            # Delivered too fast: the rider is free, its split waits for review.
+            return [FreeRider(event.rider_id, order.id, order.placed_at, order.merchant_id)]
         case e.OrderDelivered():
             return [
                 FreeRider(event.rider_id, order.id, order.placed_at, order.merchant_id),
@@ -151,3 +208,16 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
             ]
         case _:
             return []
+
+
+def _released(order: Order, event: e.OrderReleased, merchant: Merchant | None) -> list[Intent]:
+    """What a hold stopped, now that review decided it (`domain/risk.py`)."""
+    if order.status == OrderStatus.DELIVERED:
+        return [Settle(order.id, withhold_rider=event.outcome == risk.REFUSED)]
+    intents: list[Intent] = []
+    if event.excess_fen > 0:
+        excess = risk.excess_refund_no(order.id)
+        intents.append(Refund(order.id, event.excess_fen, excess, risk.EXCESS))
+    if order.status == OrderStatus.PAID and merchant is not None and merchant.accept_mode == "auto":
+        intents.append(Accept(order.id, order.merchant_id, merchant.prep_minutes))
+    return intents

@@ -7,10 +7,14 @@ faster than real time. Everything the simulated people do is scheduled on it:
   Poisson process, drawn up front from the seed, so the same seed places the same
   orders). A customer lists the merchants that deliver home, picks one (nearer ones
   more often), orders one or two dishes with an `Idempotency-Key` and pays at the
-  payment sandbox a little later.
+  payment sandbox a little later. About one arrival in ten (`errand_share`, drawn from
+  the arrival's own seed, so the food orders of a seed stay as they were) is an errand
+  instead: an item fetched from home to somewhere 1-4 km away or the other way round,
+  its pickup and delivery codes passed on to the rider at the two doors.
 - **Merchants** read their event streams. A manual merchant accepts a paid order after
-  a short delay or, now and then, rejects it; every merchant marks an accepted order
-  ready when its (noisy) preparation time is over.
+  a short delay or, now and then, rejects it; every kitchen marks an accepted order
+  ready when its (noisy) preparation time is over. The small city has local shops
+  too, whose orders are ready as they are accepted.
 - **Riders** go online, report where they are, long-poll for offers, accept most of
   them (up to a few orders at once), ride in straight lines at e-bike speeds, visit
   the nearest useful stop first (the door of food on board, or a kitchen; with food on
@@ -61,6 +65,7 @@ from rich.table import Table
 from cluster.seed import CENTER as DEMO_CENTER
 from cluster.seed import KITCHENS
 from cluster.seed import seed as seed_demo_city
+from domain.errands import DESK_PREFIX, DESKS
 
 # -- the simulated people ----------------------------------------------------------
 
@@ -78,6 +83,13 @@ REJECT_REASONS = ("too_busy", "sold_out", "closing_soon")
 PAY_DELAY_MIN = (0.2, 1.5)
 PREP_NOISE = (0.8, 1.3)  # actual over announced preparation time
 PICKUP_HANDOVER_MIN = (0.5, 1.5)
+# Errands (`domain/errands.py`): a share of the arrivals, how far they go, what they carry.
+ERRAND_SHARE = 0.1
+ERRAND_M = (1000.0, 4000.0)
+ERRAND_CATEGORIES = ("documents", "keys", "flowers", "parcel", "food")
+ERRAND_WEIGHTS = ("light", "light", "medium", "heavy")
+ERRAND_SALT = 0x5EED_E44A
+DESK_IDS = tuple(f"{DESK_PREFIX}{n}" for n in range(DESKS))
 DOOR_HANDOVER_MIN = (0.5, 2.0)
 # With food on board a rider waits this long for another kitchen before delivering first,
 # and no food rides around longer than ON_BOARD_LIMIT_MIN before its door comes first.
@@ -113,6 +125,16 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 SMALL_LAT = 29.0
 SMALL_MERCHANTS = 4
 SMALL_MENU = (("noodles", "Noodles", 1800), ("dumplings", "Dumplings", 1200), ("soup", "Soup", 900))
+# Local shops beside the kitchens: ready on accept. Their opening hours are the
+# platform's real time, not the simulated clock, so they are open all week: a shop that
+# opened or closed mid-run would make two runs of one seed order differently.
+SMALL_SHOPS = 2
+SMALL_SHELF = (
+    ("water", "Mineral Water", 200),
+    ("tissues", "Tissues", 500),
+    ("snacks", "Snacks", 1500),
+)
+ALL_WEEK = {day: [["00:00", "24:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
 EVENT_STATUS = {
     "order_paid": "paid",
@@ -217,6 +239,8 @@ class MerchantInfo:
     at: LatLng
     prep_minutes: int
     accept_mode: str
+    # A shop's order is ready as it is accepted: nothing to cook.
+    kind: str = "restaurant"
 
 
 @dataclass
@@ -249,6 +273,8 @@ class OrderTrack:
     cooking: bool = False
     delivered_at: datetime | None = None
     pay_url: str = ""
+    # An errand: its desk has no kitchen to simulate; its codes go to the rider.
+    codes: tuple[str, str] | None = None
 
 
 @dataclass
@@ -521,6 +547,7 @@ class Rider:
                 "POST",
                 f"/v1/rider/orders/{each.order_id}/pickup",
                 token=self.token,
+                json=self.sim.proof(each.order_id, 0),
                 key=f"{self.sim.run_id}-{each.order_id}-pickup",
                 label="pickup",
                 tolerate=("invalid_transition",),
@@ -539,6 +566,7 @@ class Rider:
             "POST",
             f"/v1/rider/orders/{job.order_id}/deliver",
             token=self.token,
+            json=self.sim.proof(job.order_id, 1),
             key=f"{self.sim.run_id}-{job.order_id}-deliver",
             label="deliver",
             tolerate=("invalid_transition",),
@@ -612,6 +640,7 @@ class Simulation:
         policy: str | None = None,
         progress: bool = False,
         console: Console | None = None,
+        errand_share: float = ERRAND_SHARE,
     ) -> None:
         if sim_minutes <= 0 or speedup <= 0 or riders <= 0 or customers <= 0:
             raise ValueError("sim_minutes, speedup, riders and customers must be positive")
@@ -627,6 +656,7 @@ class Simulation:
         self.end_minute = self.start_minute + sim_minutes
         self.drain_minutes = max(0.0, drain_minutes)
         self.order_rate = order_rate
+        self.errand_share = errand_share
         self.policy = policy
         self.progress = progress
         self.console = console or Console()
@@ -792,6 +822,7 @@ class Simulation:
                 at=(float(profile["lat"]), float(profile["lng"])),
                 prep_minutes=int(profile.get("prep_minutes") or 15),
                 accept_mode=str(profile.get("accept_mode") or "manual"),
+                kind=str(profile.get("kind") or "restaurant"),
             )
 
     async def build_demo(self) -> None:
@@ -851,18 +882,22 @@ class Simulation:
         center = (SMALL_LAT, 100.0 + 0.25 * slot)
         shape = random.Random(f"{self.seed}/small")
         admin = await self.token("admin", f"{prefix}ops")
-        for i in range(SMALL_MERCHANTS):
-            merchant_id = f"{prefix}m{i + 1}"
-            at = offset(center, 700, 2 * math.pi * i / SMALL_MERCHANTS)
-            profile = {
+        for i in range(SMALL_MERCHANTS + SMALL_SHOPS):
+            shop = i >= SMALL_MERCHANTS
+            merchant_id = f"{prefix}{'s' if shop else 'm'}{i + 1}"
+            at = offset(center, 400 if shop else 700, 2 * math.pi * i / SMALL_MERCHANTS)
+            profile: dict[str, Any] = {
                 "id": merchant_id,
-                "name": f"Kitchen {i + 1}",
+                "name": f"Corner Shop {i + 1}" if shop else f"Kitchen {i + 1}",
                 "lat": at[0],
                 "lng": at[1],
                 "delivery": {"radius_m": 3000},
-                "prep_minutes": shape.choice([5, 6, 7, 8]),
                 "accept_mode": "auto" if i % 2 == 0 else "manual",
             }
+            if shop:
+                profile.update(kind="shop", prep_minutes=0, opening_hours=ALL_WEEK)
+            else:
+                profile["prep_minutes"] = shape.choice([5, 6, 7, 8])
             made = await self.call(
                 "POST",
                 "/v1/merchants",
@@ -874,7 +909,7 @@ class Simulation:
             if made is None or (made.status_code >= 300 and _error_code(made) != "merchant_exists"):
                 raise RuntimeError(f"could not onboard {merchant_id}: {_describe(made)}")
             owner = await self.token("merchant", merchant_id)
-            for item_id, name, price in SMALL_MENU:
+            for item_id, name, price in SMALL_SHELF if shop else SMALL_MENU:
                 put = await self.call(
                     "PUT",
                     f"/v1/merchants/{merchant_id}/menu/items/{item_id}",
@@ -940,6 +975,9 @@ class Simulation:
         rng = random.Random(arrival.seed)
         customer_id, home = self.world.customers[arrival.customer]
         token = await self.token("customer", customer_id)
+        errand_rng = random.Random(arrival.seed ^ ERRAND_SALT)
+        if errand_rng.random() < self.errand_share:
+            return await self.place_errand(arrival, errand_rng, token, home)
         listed = await self.call(
             "GET",
             "/v1/merchants/nearby",
@@ -995,6 +1033,61 @@ class Simulation:
             rng=random.Random(f"{self.seed}/order/{arrival.seq}"),
             version=int(order.get("version") or 1),
             pay_url=str((order.get("payment") or {}).get("pay_url") or ""),
+        )
+        self.orders[track.id] = track
+        return track
+
+    def proof(self, order_id: str, step: int) -> dict[str, str] | None:
+        """What a rider says at an errand's pickup (0) or door (1): the code the person
+        there has from the customer. A food order takes nothing."""
+        track = self.orders.get(order_id)
+        return {"code": track.codes[step]} if track and track.codes else None
+
+    async def place_errand(
+        self, arrival: Arrival, rng: random.Random, token: str, home: LatLng
+    ) -> OrderTrack | None:
+        """An errand from the customer's home to somewhere near, or from there home."""
+        there = offset(home, rng.uniform(*ERRAND_M), rng.uniform(0, 2 * math.pi))
+        a, b = (home, there) if rng.random() < 0.5 else (there, home)
+        body = {
+            "pickup": {
+                "lat": a[0],
+                "lng": a[1],
+                "address": f"{rng.randint(1, 300)} Pickup Rd",
+                "contact_name": "Sender",
+                "contact_phone": "13800000001",
+                "note": "at the door",
+            },
+            "dropoff": {
+                "lat": b[0],
+                "lng": b[1],
+                "address": f"{rng.randint(1, 300)} Dropoff Rd",
+                "contact_name": "Recipient",
+                "contact_phone": "13800000002",
+            },
+            "category": rng.choice(ERRAND_CATEGORIES),
+            "weight_class": rng.choice(ERRAND_WEIGHTS),
+        }
+        placed = await self.call(
+            "POST",
+            "/v1/errands",
+            token=token,
+            json=body,
+            key=f"sim-{self.run_id}-{arrival.seq}",
+            label="place errand",
+        )
+        if placed is None or placed.status_code != 201:
+            self.not_placed[f"errand {_describe(placed)}"] += 1
+            return None
+        order = placed.json()
+        track = OrderTrack(
+            id=order["id"],
+            seq=arrival.seq,
+            merchant_id=order["merchant_id"],
+            placed_at=_iso(order["placed_at"]),
+            rng=random.Random(f"{self.seed}/order/{arrival.seq}"),
+            pay_url=str((order.get("payment") or {}).get("pay_url") or ""),
+            codes=(order["errand"]["pickup_code"], order["errand"]["delivery_code"]),
         )
         self.orders[track.id] = track
         return track
@@ -1057,6 +1150,11 @@ class Simulation:
 
     def after(self, track: OrderTrack, prep_minutes: int) -> None:
         """What the kitchen does next, once per order and step."""
+        if track.codes is not None:
+            # An errand: its courier desk accepts it, ready, as it is paid.
+            if track.status in TERMINAL:
+                self.check_settled()
+            return
         profile = self.world.merchants.get(track.merchant_id)
         if track.status == "paid" and not track.decided:
             if profile is None or profile.accept_mode != "auto":
@@ -1064,6 +1162,8 @@ class Simulation:
                 self.spawn(self.decide(track), f"merchant {track.id}")
         elif track.status == "accepted" and not track.cooking:
             track.cooking = True
+            if profile is not None and profile.kind == "shop":
+                return  # ready with its acceptance: the order's next event says so
             prep = prep_minutes or (profile.prep_minutes if profile else 15)
             self.spawn(self.cook(track, prep), f"kitchen {track.id}")
         elif track.status in TERMINAL:
@@ -1145,9 +1245,15 @@ class Simulation:
             self.merchant_cursors[merchant_id] = await self.latest_cursor(token)
 
         await self.bounded(
-            [online(r) for r in self.riders] + [office(m) for m in self.world.merchant_ids],
+            [online(r) for r in self.riders] + [office(m) for m in self.offices()],
             SETUP_CONCURRENCY,
         )
+
+    def offices(self) -> list[str]:
+        """The back offices whose streams the simulation reads: its merchants', and the
+        courier desks' when it places errands (each desk's stream tells its errands'
+        progress as a merchant's tells its orders')."""
+        return self.world.merchant_ids + (list(DESK_IDS) if self.errand_share > 0 else [])
 
     async def go_offline(self) -> None:
         async def offline(rider: Rider) -> None:
@@ -1188,7 +1294,7 @@ class Simulation:
                     for rider in self.riders:
                         self.spawn(rider.read_events(), f"rider {rider.id}")
                         self.spawn(rider.drive(), f"rider {rider.id}")
-                    for merchant_id in self.world.merchant_ids:
+                    for merchant_id in self.offices():
                         self.spawn(self.back_office(merchant_id), f"merchant {merchant_id}")
                     self.spawn(self.customers(), "customers")
                     await self.clock.until(self.end_minute)
@@ -1279,9 +1385,17 @@ class Simulation:
         delivery: list[float] = []
         assign: list[float] = []
         accepted = within = 0
+        shops: Counter[str] = Counter()
         for track in self.orders.values():
             order = finals.get(track.id)
             statuses[order["status"] if order else track.status] += 1
+            if track.codes is not None:
+                shops["errands"] += 1
+                shops["errands_delivered"] += (order or {}).get("status") == "delivered"
+            merchant = self.world.merchants.get(track.merchant_id)
+            if merchant is not None and merchant.kind == "shop":
+                shops["orders"] += 1
+                shops["delivered"] += (order or {}).get("status") == "delivered"
             if order is None:
                 continue
             stamps: dict[str, datetime] = {}
@@ -1325,6 +1439,10 @@ class Simulation:
             "cancelled": statuses["cancelled"],
             "open": placed_n - sum(statuses[s] for s in TERMINAL),
             "open_by_status": {s: n for s, n in statuses.items() if s not in TERMINAL},
+            "shop_orders": shops["orders"],
+            "shop_delivered": shops["delivered"],
+            "errand_orders": shops["errands"],
+            "errand_delivered": shops["errands_delivered"],
             "share_delivered": share(statuses["delivered"], placed_n),
             "delivery_minutes_mean": minutes(statistics.fmean(delivery) if delivery else None),
             "delivery_minutes_p90": minutes(percentile(delivery, 0.9) if delivery else None),
@@ -1363,6 +1481,7 @@ async def run_simulation(
     order_rate: float = PEAK_ORDERS_PER_CUSTOMER_HOUR,
     policy: str | None = None,
     console: Console | None = None,
+    errand_share: float = ERRAND_SHARE,
 ) -> dict[str, Any]:
     """Run one seeded day against the platform at `url` and return the report.
 
@@ -1385,6 +1504,7 @@ async def run_simulation(
         policy=policy,
         progress=progress,
         console=console,
+        errand_share=errand_share,
     )
     return await simulation.run()
 
@@ -1478,6 +1598,9 @@ def simulate(
                 dispatch_policy=policy,
                 dev_mode=True,
                 ray_dashboard=False,
+                # Its riders ride at e-bike speeds in simulated time: `speedup` times
+                # faster in the platform's (`domain/risk.py` would hold every delivery).
+                risk_rider_max_speed_kmh=Settings().risk_rider_max_speed_kmh * speedup,
             )
             platform = Platform(settings, run_dir)
             with console.status(f"starting a platform (dispatch policy {policy})…"):

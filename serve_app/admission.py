@@ -103,6 +103,8 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 
 NOTIFY_PATH = "/v1/payments/callback"
+# Placing an order and placing an errand: the placement limit, not the other writes'.
+PLACEMENTS = ("/v1/orders", "/v1/errands")
 HEALTH_PREFIX = "/v1/health"
 AUTH_PREFIX = "/v1/auth/"
 LONG_POLL_PATH = "/v1/sync/events"
@@ -134,7 +136,7 @@ def route_class(method: str, path: str) -> str | None:
         return "auth"
     if method in READS:
         return "read"
-    if method == "POST" and path == "/v1/orders":
+    if method == "POST" and path in PLACEMENTS:
         return "place"
     return "write"
 
@@ -445,7 +447,8 @@ def haproxy_lines(settings: Settings) -> tuple[str, str]:
         f"    timeout tarpit {max(hold_ms, 1)}ms",
         "    http-request set-var(txn.o2o_class) str(write)",
         f"    http-request set-var(txn.o2o_class) str(read) if {{ method {reads} }}",
-        "    http-request set-var(txn.o2o_class) str(place) if METH_POST { path /v1/orders }",
+        "    http-request set-var(txn.o2o_class) str(place)"
+        f" if METH_POST {{ path {' '.join(PLACEMENTS)} }}",
         f"    http-request set-var(txn.o2o_class) str(auth) if {{ path_beg {AUTH_PREFIX} }}",
         "    http-request unset-var(txn.o2o_class)"
         f" if {{ path {NOTIFY_PATH} }} || {{ path_beg {health} /-/ }}",

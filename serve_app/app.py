@@ -18,15 +18,19 @@ from actors import telemetry
 from actors.registry import ensure_hosts
 from serve_app import admission, errors, openapi, services
 from serve_app.routes import (
+    addresses,
     admin,
     auth,
     backoffice,
     city,
+    errands,
     health,
     merchants,
     orders,
     pages,
     payments,
+    promotions,
+    reviews,
     riders,
 )
 from serve_app.routes import sync as sync_routes
@@ -44,10 +48,14 @@ for module in (
     auth,
     merchants,
     orders,
+    addresses,
+    errands,
     backoffice,
     riders,
     payments,
     admin,
+    reviews,
+    promotions,
     sync_routes,
     city,
     pages,

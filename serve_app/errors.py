@@ -30,7 +30,11 @@ STATUS_BY_CODE = {
     "outside_delivery_range": 422,
     "idempotency_key_reused": 422,
     "location_required": 422,
+    # An errand's pickup or delivery without its code (`domain/errands.py`).
+    "wrong_code": 422,
     "merchant_unavailable": 503,
+    # Outside its opening hours; `details.next_opening_at` says when it opens.
+    "merchant_closed": 409,
     "payment_unavailable": 503,
     "service_unavailable": 503,
     "rate_limited": 429,

@@ -38,7 +38,10 @@ DESCRIPTIONS = {
     401: "No token, a bad or expired one (`unauthorized`), or a bad signature; checked first.",
     403: "The caller's role may not do this (`forbidden`).",
     404: "No such object, or another party's (`*_not_found`).",
-    409: "In conflict with the current state (`out_of_stock`, `invalid_transition`, ...).",
+    409: (
+        "In conflict with the current state (`out_of_stock`, `invalid_transition`, "
+        "`merchant_closed` with `details.next_opening_at`, ...)."
+    ),
     422: "Invalid input (`invalid_request`, with `details.errors`), or refused by a rule.",
     429: "Too many requests (`rate_limited`); come back after `Retry-After`.",
     503: "The platform, the merchant or the provider is briefly unavailable.",
@@ -51,12 +54,13 @@ RETRY_AFTER = {
 }
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Changes nothing a retry could repeat: a token, the provider's own notification
-# (deduplicated by its payment), a report computed on demand.
+# (deduplicated by its payment), a report or a price computed on demand.
 NOT_REPLAYED = frozenset(
     {
         ("POST", "/v1/auth/dev-token"),
         ("POST", "/v1/payments/callback"),
         ("POST", "/v1/admin/reconciliation"),
+        ("POST", "/v1/errands/quote"),
     }
 )
 IDEMPOTENCY_KEY = {

@@ -7,8 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from domain.errand_tariff import Category, WeightClass
+from domain.errors import DomainError
 from domain.geo import INDEXED_LAT_LIMIT
+from domain.hours import MAX_SPANS_PER_DAY, OpeningHours
 from domain.merchants import DEFAULT_PREP_MINUTES
+from domain.promotions import MAX_BODY, MAX_REQUEST_CELLS, MAX_TITLE
 
 # Every integer a caller sends stays below 2^53: JavaScript clients read such numbers
 # exactly, and so do Redis's Lua scripts, whose numbers are doubles. Past 2^63 the
@@ -101,15 +105,52 @@ class DeliveryRangeIn(Strict):
         return self
 
 
+# A time of day in the city's local time; 24:00 ends a span at midnight.
+TimeOfDay = Annotated[str, Field(pattern=r"^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
+DaySpans = Annotated[
+    list[tuple[TimeOfDay, TimeOfDay]],
+    Field(
+        max_length=MAX_SPANS_PER_DAY,
+        description='`[["09:00", "21:00"], ...]`; an end not after its start is the next day',
+    ),
+]
+
+
+class OpeningHoursIn(Strict):
+    """A weekly schedule in the city's local time (`O2O_CITY_UTC_OFFSET_MIN`); a weekday
+    left out has no span of its own. `domain/hours.py` says what it means."""
+
+    mon: DaySpans | None = None
+    tue: DaySpans | None = None
+    wed: DaySpans | None = None
+    thu: DaySpans | None = None
+    fri: DaySpans | None = None
+    sat: DaySpans | None = None
+    sun: DaySpans | None = None
+
+    @model_validator(mode="after")
+    def a_schedule(self) -> OpeningHoursIn:
+        try:
+            OpeningHours.from_dict(self.model_dump(exclude_none=True))
+        except DomainError as err:
+            raise ValueError(err.message) from None
+        return self
+
+
 class MerchantIn(Strict):
     id: Id | None = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
     lat: IndexedLat
     lng: Lng
     delivery: DeliveryRangeIn
-    prep_minutes: Annotated[int, Field(ge=0, le=240)] = DEFAULT_PREP_MINUTES
+    prep_minutes: Annotated[
+        int, Field(ge=0, le=240, description="a shop's is 0 whatever is sent: ready on accept")
+    ] = DEFAULT_PREP_MINUTES
     accept_mode: Literal["manual", "auto"] = "manual"
     split_plan: PlainJson = Field(default_factory=dict)
+    kind: Literal["restaurant", "shop"] = "restaurant"
+    # Left out: always open.
+    opening_hours: OpeningHoursIn | None = None
 
 
 class MenuItemIn(Strict):
@@ -191,12 +232,157 @@ class CouponIn(Strict):
 
 
 class SyncQuery(Strict):
-    """What a sync socket's address carries besides its token."""
+    """What a sync socket's address carries besides its token: a customer's device may
+    say where it is (`lat` and `lng` together), for the promotions of its cell."""
 
     cursor: Cursor | None = None
     viewing: Id | None = None
+    lat: Lat | None = None
+    lng: Lng | None = None
+
+    @model_validator(mode="after")
+    def both_or_neither(self) -> SyncQuery:
+        if (self.lat is None) != (self.lng is None):
+            raise ValueError("give lat and lng together")
+        return self
 
 
 class RefundIn(Strict):
     amount_fen: Annotated[int, Field(gt=0, le=MAX_SAFE_INT)]
     reason: Annotated[str, Field(max_length=500)] = "partial refund"
+
+
+# An h3 cell id as h3 writes it (15 hex digits); whether it is a real cell, and at which
+# resolution, is the domain's to say (`domain/promotions.py`).
+H3Cell = Annotated[
+    str,
+    Field(min_length=15, max_length=15, pattern=r"^[0-9A-Fa-f]{15}$", description="an h3 cell id"),
+]
+
+
+class PromotionIn(Strict):
+    """A regional promotion: a coupon (an existing platform coupon) or a banner, for the
+    customers of `cells` (at the zones' resolution or coarser) while it is valid."""
+
+    cells: Annotated[list[H3Cell], Field(min_length=1, max_length=MAX_REQUEST_CELLS)]
+    kind: Literal["coupon", "banner"]
+    coupon_code: Id | None = None
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE)]
+    body: Annotated[str, Field(max_length=MAX_BODY)] = ""
+    starts_at: datetime
+    ends_at: datetime
+
+
+class HomeIn(Strict):
+    """Where a customer lives: only its h3 cell at the zones' resolution is kept."""
+
+    lat: Lat
+    lng: Lng
+
+
+# -- errands (`domain/errands.py`) ---------------------------------------------------
+
+PhoneNumber = Annotated[
+    str, Field(min_length=3, max_length=24, pattern=r"^\+?[0-9][0-9 ()-]{2,22}$")
+]
+ContactName = Annotated[str, Field(min_length=1, max_length=100)]
+StreetAddress = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ErrandPointIn(Strict):
+    # Riders are found around it in the zones' GEO sets: within Redis's GEO limit.
+    lat: IndexedLat
+    lng: Lng
+
+
+class ErrandPickupIn(ErrandPointIn):
+    """A: where the rider takes the item, from whom, and what the rider should know."""
+
+    address: StreetAddress
+    contact_name: ContactName
+    contact_phone: PhoneNumber
+    note: Annotated[str, Field(max_length=500)] = ""
+
+
+class ErrandDropoffIn(ErrandPointIn):
+    """B: where the rider hands the item over, and to whom."""
+
+    address: StreetAddress
+    contact_name: ContactName
+    contact_phone: PhoneNumber
+
+
+class ErrandQuoteIn(Strict):
+    """What an errand's price depends on: its two places and the weight class."""
+
+    pickup: ErrandPointIn
+    dropoff: ErrandPointIn
+    weight_class: WeightClass
+    category: Category = "other"
+
+
+class ErrandIn(Strict):
+    pickup: ErrandPickupIn
+    dropoff: ErrandDropoffIn
+    category: Category
+    weight_class: WeightClass
+    # The quote's total: a different price now is 409 `price_changed`.
+    expected_total_fen: Fen | None = None
+
+
+class ProofIn(Strict):
+    """A rider's proof at an errand's pickup or door: the code the person there gave."""
+
+    code: (
+        Annotated[
+            str,
+            Field(pattern=r"^[0-9]{4,6}$", description="the errand's pickup or delivery code"),
+        ]
+        | None
+    ) = None
+
+
+# -- the customer's address book and an order's door ---------------------------------
+
+AddressText = Annotated[str, Field(min_length=1, max_length=500)]
+Phone = Annotated[str, Field(max_length=24, pattern=r"^(\+?[0-9][0-9 ()-]{2,22})?$")]
+Label = Annotated[str, Field(max_length=40, description='what the customer calls it ("home")')]
+
+
+class AddressIn(Strict):
+    lat: Lat
+    lng: Lng
+    address: AddressText
+    phone: Phone = ""
+    label: Label = ""
+    # The first address of a book is its default whatever this says.
+    default: bool = False
+
+
+class AddressChangeIn(Strict):
+    """What changes of an address; what is left out stays. `lat` and `lng` go together."""
+
+    lat: Lat | None = None
+    lng: Lng | None = None
+    address: AddressText | None = None
+    phone: Phone | None = None
+    label: Label | None = None
+    expected_version: Version | None = None
+
+    @model_validator(mode="after")
+    def point_whole(self) -> AddressChangeIn:
+        if (self.lat is None) != (self.lng is None):
+            raise ValueError("give lat and lng together")
+        return self
+
+
+class DeliveryChangeIn(Strict):
+    """An order's new door; the address or phone left out stays as it was."""
+
+    lat: Lat
+    lng: Lng
+    address: Annotated[str, Field(max_length=500)] | None = None
+    phone: Phone | None = None
+    # The fee the customer was shown for the new door: another re-quote is 409 `fee_changed`.
+    expected_delivery_fee_fen: Fen | None = None
+    expected_version: Version | None = None

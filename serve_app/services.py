@@ -22,6 +22,7 @@ from domain.errors import DomainError, invalid, not_found
 from serve_app import views
 from serve_app.auth import Caller
 from serve_app.breakers import GuardedDirectory
+from storage.addresses import AddressStore
 from storage.coupons import CouponStore
 from storage.idempotency import IdempotencyStore
 from storage.inboxes import Hub, InboxStore
@@ -30,7 +31,9 @@ from storage.merchants import MerchantStore
 from storage.metrics import MetricsStore
 from storage.offers import OfferStore
 from storage.orders import OrderStore
+from storage.promotions import PromotionStore
 from storage.redis import Scripts, connect, ping
+from storage.reviews import ReviewStore
 from storage.riders import RiderStore
 from storage.sealing import Sealer
 from storage.settings import Settings
@@ -64,8 +67,12 @@ class Services:
         self.directory: Directory = GuardedDirectory(settings, self.redis)
         self.hub = Hub(settings.effective_redis_url)
         self.metrics = MetricsStore(self.redis)
+        sealer = Sealer(settings.data_key)
         self.inboxes = InboxStore(
-            self.redis, scripts, settings.inbox_maxlen, settings.inbox_retention_s
+            self.redis, scripts, settings.inbox_maxlen, settings.inbox_retention_s, sealer
+        )
+        self.addresses = AddressStore(
+            self.redis, scripts, settings.inbox_maxlen, settings.inbox_retention_s, sealer
         )
         self.orders = OrderStore(
             self.redis,
@@ -79,8 +86,15 @@ class Services:
         self.riders = RiderStore(self.redis, scripts)
         self.offers = OfferStore(self.redis, scripts, self.metrics, settings.offer_ttl_s)
         self.coupons = CouponStore(self.redis, scripts)
+        self.promotions = PromotionStore(
+            self.redis,
+            settings.inbox_maxlen,
+            settings.inbox_retention_s,
+            settings.promotion_presence_s,
+        )
         self.ledger = LedgerStore(self.redis, scripts)
-        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_ttl_s)
+        self.idempotency = IdempotencyStore(self.redis, settings.idempotency_ttl_s, sealer)
+        self.reviews = ReviewStore(self.redis)
         self.checkout = checkout_for(settings)
         self._merchant_of: dict[str, str] = {}
 
@@ -145,7 +159,8 @@ class Services:
         order = unwrap(
             await self.directory.merchant(merchant_id).act(order_id, command, caller.who)
         )
-        return as_json(views.order(await self.orders.read_beside(order), self.checkout))
+        read = await self.orders.read_beside(order)
+        return as_json(views.order(read, self.checkout, caller.role))
 
 
 # The replica's one `Services`, made by the Serve deployment when the replica starts.

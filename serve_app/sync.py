@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from domain.errands import shown_to
 from storage import keys
 from storage.inboxes import RESYNC, Hub, InboxStore, Listener, parse_id
 from storage.orders import OrderStore
@@ -82,7 +83,7 @@ class Feed:
                 continue
             if self.cursor and parse_id(stream_id) <= parse_id(self.cursor):
                 continue
-            events.append({"cursor": stream_id, **orjson.loads(payload)})
+            events.append({"cursor": stream_id, **self.inboxes.decode(payload)})
             self.cursor = stream_id
         return events
 
@@ -94,5 +95,6 @@ async def snapshot(
     cursor = await inboxes.last_id(inbox)
     recent: list[dict[str, Any]] = []
     if role != "admin":
-        recent = await orders.many(await orders.ids_of(role, sub, 0, RESYNC_ORDERS))
+        ids = await orders.ids_of(role, sub, 0, RESYNC_ORDERS)
+        recent = [shown_to(order, role) for order in await orders.many(ids)]
     return {"type": "resync_required", "cursor": cursor, "data": {"orders": recent}}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.errands import shown_to
 from storage.orders import OrderRead
 from storage.provider import Checkout
 
 
-def order(read: OrderRead, checkout: Checkout) -> dict[str, Any]:
-    """The order with its rider's position, its eta and its payment."""
-    stored = read.order
+def order(read: OrderRead, checkout: Checkout, role: str) -> dict[str, Any]:
+    """The order with its rider's position, its eta and its payment, as `role` may read
+    it (an errand's proof codes are its customer's only)."""
+    stored = shown_to(read.order, role)
     view = {k: v for k, v in stored.items() if k not in ("rider_id", "pickup")}
     rider_id = stored.get("rider_id")
     if rider_id:

@@ -3,7 +3,8 @@
 Every event is appended to its inbox stream and announced on the stream's channel in
 the same script. Each process that serves terminals holds exactly one Pub/Sub
 connection (the `Hub`) and subscribes to the channels of the terminals connected to it;
-no Redis connection is held per socket.
+no Redis connection is held per socket. Events that carry personal text are sealed on
+the stream and in its announcement, and opened here as a feed reads them (`decode`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import orjson
 
 from storage import keys
 from storage.redis import UNAVAILABLE, RedisClient, Scripts, connect, queue_eval
+from storage.sealing import Sealer
+from storage.settings import DEV_DATA_KEY
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,23 @@ def is_stream_id(cursor: str) -> bool:
 
 class InboxStore:
     def __init__(
-        self, client: RedisClient, scripts: Scripts, maxlen: int, retention_s: int
+        self,
+        client: RedisClient,
+        scripts: Scripts,
+        maxlen: int,
+        retention_s: int,
+        sealer: Sealer | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
         self.maxlen = maxlen
         self.retention_ms = retention_s * 1000
+        self.sealer = sealer or Sealer(DEV_DATA_KEY)
+
+    def decode(self, payload: str) -> dict[str, Any]:
+        """An event as a stream entry or an announcement holds it, opened for its terminal."""
+        event: dict[str, Any] = self.sealer.open_event(orjson.loads(payload))
+        return event
 
     def _args(self, event: dict[str, Any]) -> list[Any]:
         return [self.maxlen, self.retention_ms, orjson.dumps(event), keys.notify_channel("")]
@@ -69,7 +83,7 @@ class InboxStore:
         """The events after `cursor` (all retained ones without it), oldest first."""
         start = f"({cursor}" if cursor else "-"
         entries = await self.client.xrange(inbox, start, "+", count=limit)
-        return [{"cursor": entry_id, **orjson.loads(f["e"])} for entry_id, f in entries]
+        return [{"cursor": entry_id, **self.decode(f["e"])} for entry_id, f in entries]
 
     async def last_id(self, inbox: str) -> str:
         last = await self.client.xrevrange(inbox, "+", "-", count=1)

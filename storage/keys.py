@@ -19,12 +19,27 @@ change writes together with others carries the tag of the entity shard that owns
   transaction.
 - `{r:<rider>}`: one rider's position and load, the orders it carries, its open
   offer, its order index and inbox: what dispatch reads of a rider changes in one step.
-- `{c:<customer>}`: one customer's order index and inbox. `{ops}`: the operations inbox,
+- `{c:<customer>}`: one customer's order index and inbox, and its address book (a change
+  and its event on that inbox are one script). `{ops}`: the operations inbox,
   and the host layout (how many hosts of each kind, pinned shards, handover marks).
 - `{geo}`: the city's merchant GEO index, widest reach and profile version, which
   nearby search reads together.
 - `{cp:<code>}`: one coupon, its claims and the orders holding a use (a claim is one
   script).
+- `{c:<customer>}` also holds where the customer is for promotions (its home cell and
+  the cell its socket reported) and the promotions it was told of, beside its inbox:
+  telling a customer of a promotion once is one script in its slot.
+- `{h:<cell>}`: the customers to reach in one h3 cell at the zones' resolution (those
+  registered to it, those whose socket reported it), which a promotion's push scans.
+- `{promo}`: every promotion, the queue of pushes, each cell's active promotions and
+  the lease of the one process pushing: publishing is one script. Promotions are few
+  (operations publish a handful a day), so one slot holds them all.
+- Risk checks (`storage/risk.py`): a customer's recent orders and failed payments in
+  `{c:<customer>}`, a device's in `{d:<device>}` (each counted by one script in its
+  own slot, side by side); which device placed an order, and a merchant's money of
+  the day, in the order's `{m:S}` beside its payment. The review queue is `{ops}`:
+  each hold writes its review there through its shard's outbox, in the hold's own
+  script, and so does each decision.
 
 What a change must also do in another slot (an order event for the customer's, the
 rider's and operations' inboxes, their order indexes, a follow-up in another shard's
@@ -300,9 +315,48 @@ def inbox(role: str, owner_id: str) -> str:
 OPS_INBOX = "inbox:ops:{ops}"
 
 
+def address_book(customer_id: str) -> str:
+    """A customer's address book (sealed addresses and its version), beside its inbox."""
+    return f"addresses:{{c:{customer_id}}}:{customer_id}"
+
+
 def notify_channel(inbox_key: str) -> str:
     """Where each event appended to an inbox is announced, for the replicas' readers."""
     return f"notify:{inbox_key}"
+
+
+# -- customers' cells and regional promotions ----------------------------------------
+
+
+def customer_place(customer_id: str) -> str:
+    """A customer's home cell and the cell its socket last reported (with until when)."""
+    return f"customer:{{c:{customer_id}}}:place"
+
+
+def customer_promotions(customer_id: str) -> str:
+    """The promotions a customer was told of, by when they end: each is told once."""
+    return f"promotions:told:{{c:{customer_id}}}"
+
+
+def cell_customers(cell: str) -> str:
+    """The customers to reach in a cell: `h:<id>` registered there (score +inf),
+    `p:<id>` connected there (score: until when the report counts)."""
+    return f"cell:customers:{{h:{cell}}}:{cell}"
+
+
+def promotion(promotion_id: str) -> str:
+    """A promotion and its push's progress (cursor and counts)."""
+    return f"promotion:{{promo}}:{promotion_id}"
+
+
+def cell_promotions(cell: str) -> str:
+    """A cell's promotions by when they end, for the customers who read them."""
+    return f"promotions:cell:{{promo}}:{cell}"
+
+
+# The pushes to work through, by when each may start; and who works them now.
+PROMOTION_JOBS = "promotions:jobs:{promo}"
+PROMOTION_PUSHER = "promotions:pusher:{promo}"
 
 
 # -- entity shards' mailboxes and outboxes -----------------------------------------
@@ -372,3 +426,36 @@ def metrics_zones(minute: int) -> str:
 METRICS_CUSTOMER_ORDERS = "metrics:customer_orders"
 METRICS_CUSTOMERS = "metrics:customers"
 METRICS_REPEAT_CUSTOMERS = "metrics:repeat_customers"
+
+
+# -- risk checks and the review queue -------------------------------------------------
+
+
+def risk_orders(party: str, owner_id: str) -> str:
+    """Recent orders of a customer (`party` "c") or a device ("d"): order ids by when."""
+    return f"risk:orders:{{{party}:{owner_id}}}"
+
+
+def risk_failures(party: str, owner_id: str) -> str:
+    """Recent failed payments of a customer or a device: order ids by when."""
+    return f"risk:failed:{{{party}:{owner_id}}}"
+
+
+def order_device(order_id: str) -> str:
+    """The device that placed an order (`X-Device-Id`), for its failure to be counted."""
+    return f"risk:device:{_order_tag(order_id)}:{order_id}"
+
+
+def merchant_day(merchant_id: str, day: date) -> str:
+    """A merchant's money of a UTC day: `captured_fen` and `refunded_fen` (asked)."""
+    return f"merchant:{_merchant_tag(merchant_id)}:{merchant_id}:day:{day.isoformat()}"
+
+
+def review(review_id: str) -> str:
+    """One review: `json` (what was held and why), `status`, who decided and when."""
+    return f"review:{{ops}}:{review_id}"
+
+
+# Every review by when it was opened, and the open ones: operations' queue.
+REVIEWS = "reviews:{ops}"
+REVIEWS_OPEN = "reviews:open:{ops}"

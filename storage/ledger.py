@@ -44,7 +44,8 @@ class LedgerStore:
         posted before (nothing changes).
 
         `volume_fen` is added to the merchant's captured volume of the transaction's month
-        (which picks its split tier) in the same step, only when the transaction is new;
+        (which picks its split tier) and of its day (which the refund share weighs) in
+        the same step, only when the transaction is new;
         so is `event` told to `parties`."""
         day = txn.at.date()
         shard = keys.order_shard(txn.order_id)
@@ -54,7 +55,11 @@ class LedgerStore:
         record_key = keys.payment(payment.order_id) if payment else keys.no_record(shard)
         record_json = orjson.dumps(payment.as_dict()) if payment else b""
         counters = (
-            [(keys.merchant_volume(merchant_id), txn.at.strftime("%Y%m"), volume_fen)]
+            [
+                (keys.merchant_volume(merchant_id), txn.at.strftime("%Y%m"), volume_fen),
+                # The day's, which the refund share weighs (`storage/risk.py`).
+                (keys.merchant_day(merchant_id, day), "captured_fen", volume_fen),
+            ]
             if volume_fen
             else []
         )

@@ -11,8 +11,15 @@ from redis.commands.core import AsyncScript
 
 from domain import events as e
 from domain.errors import DomainError
-from domain.orders import Order, audience, awaits_merchant, releases_stock
-from storage import keys
+from domain.orders import (
+    Order,
+    audience,
+    awaits_merchant,
+    hidden_from_merchant,
+    moves_stock,
+    releases_stock,
+)
+from storage import keys, reviews
 from storage.outbox import Relay, Remote
 from storage.redis import RedisClient, Scripts
 from storage.sealing import Sealer
@@ -86,17 +93,24 @@ class OrderStore:
         after: Order,
         event: e.Event,
         mail: Sequence[tuple[str, bytes]] = (),
+        beside: Callable[[Remote], None] | None = None,
     ) -> None:
         """Write the new order, move stock, index it, publish the event and post its
         follow-ups (`(mailbox, message)`, from `storage.mailboxes.mail`) in one script
         in the order's slot; what belongs to other slots (the customer's, rider's and
         operations' inboxes and indexes, other shards' mailboxes, the rider's load) is
-        that script's outbox entry, relayed before this returns."""
+        that script's outbox entry, relayed before this returns. `beside` adds writes
+        of its own to that entry (a placement's risk counts, `storage/risk.py`)."""
         order_key = keys.order(after.id)
         remote = Remote(order_key)
-        remote.event = orjson.dumps(event.as_dict()).decode()
+        if beside is not None:
+            beside(remote)
+        # Sealed as the order is: a stream is at rest too (`storage/sealing.py`).
+        remote.event = orjson.dumps(self.sealer.seal_event(event.as_dict())).decode()
         stock_sign = 0
-        if before is None:
+        if not moves_stock(after):
+            pass  # an errand: its line is on nobody's shelf
+        elif before is None:
             stock_sign = -1
         elif releases_stock(event):
             stock_sign = 1
@@ -106,16 +120,21 @@ class OrderStore:
                 stock_args += [line.item_id, line.qty]
         placed_ms = int(after.placed_at.timestamp() * 1000)
         indexes: list[tuple[str, float]] = []
+        merchant_index = (keys.orders_of("merchant", after.merchant_id), placed_ms)
         if before is None:
             remote.call("ZADD", keys.orders_of("customer", after.customer_id), placed_ms, after.id)
             indexes = [
-                (keys.orders_of("merchant", after.merchant_id), placed_ms),
                 # Saved with the order, so no order can await a payment nobody checks.
                 (
                     keys.payments_due_of(after.id),
                     after.placed_at.timestamp() + self.payment_check_after_s,
                 ),
             ]
+            if not hidden_from_merchant(after):
+                indexes.append(merchant_index)
+        elif hidden_from_merchant(before) and not hidden_from_merchant(after):
+            # Released by review: its merchant lists it from now on.
+            indexes.append(merchant_index)
         elif isinstance(event, e.RiderAssigned):
             # The rider carries the order from this change on, whoever relays it: its
             # load, its orders and the end of its open offer move in one step.
@@ -124,6 +143,8 @@ class OrderStore:
             remote.call("HINCRBY", keys.rider(rider), "load", 1)
             remote.call("SADD", keys.rider_orders(rider), after.id)
             remote.call("DEL", keys.rider_offer(rider))
+        # A hold opened or let go: the review queue in {ops} has it with this change.
+        reviews.order_changes(remote, before, after, event)
         # The merchant's answer is due by the deadline: the timer is written with the
         # payment and gone with the answer, in the same script as each.
         unindexes: list[str] = []

@@ -176,6 +176,7 @@ class Scripts:
             _source("forget_waiting_zone")
         )
         self.relay: AsyncScript = client.register_script(_source("relay"))
+        self.apply_address_book: AsyncScript = client.register_script(_source("apply_address_book"))
 
 
 def queue_eval(pipe: Any, script: AsyncScript, keys: list[Any], args: list[Any]) -> None:

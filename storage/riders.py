@@ -164,18 +164,21 @@ class RiderStore:
         order: dict[str, Any] = orjson.loads(raw)
         return order
 
-    async def free(self, rider_id: str, order_id: str, delivery_seconds: int) -> str | None:
+    async def free(
+        self, rider_id: str, order_id: str, delivery_seconds: int, delivered: bool = True
+    ) -> str | None:
         """A delivery is done: the rider carries one order less and counts one more today,
-        once per order however often this is called.
+        once per order however often this is called. Not `delivered` (an errand cancelled
+        on the way to its pickup): one order less, nothing counted.
 
         Returns the zone the rider is in (None when the order was freed before)."""
         now = datetime.now(UTC)
         zone = await self.scripts.free_rider(
             keys=[keys.rider(rider_id), keys.rider_orders(rider_id)],
-            args=[order_id, delivered_field(now)],
+            args=[order_id, delivered_field(now) if delivered else ""],
         )
-        if not zone:
-            return None
+        if not zone or not delivered:
+            return str(zone) if zone else None
         # The figures are in a slot of their own: counted beside the change, not in it
         # (a crash between them loses one count, never a rider's load).
         await self.metrics.count(now, delivered=1, delivery_seconds=delivery_seconds)

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     merchant_hosts: int = 0
     rider_zone_hosts: int = 0
     payment_hosts: int = 0
+    # The city's local time as a fixed offset east of UTC, in minutes (480: China,
+    # UTC+8, no daylight saving time): merchants' opening hours are in this time.
+    city_utc_offset_min: int = Field(480, ge=-720, le=840)
     zone_resolution: int = 7
     dispatch_rings: int = 2
     # The nearest riders of each zone that dispatch weighs for an order.
@@ -141,6 +144,13 @@ class Settings(BaseSettings):
     inbox_maxlen: int = 10_000
     # A terminal away longer than this (or past maxlen events) gets resync_required.
     inbox_retention_s: int = 24 * 3600
+    # A regional promotion reaches at most this many customers a second, in slices of a
+    # tenth of a second (`actors/promotions.py`), so its push does not crowd out order
+    # events on the same inboxes and the same Redis (README, Live sync).
+    promotion_batch_per_s: int = Field(500, ge=1, le=100_000)
+    # How long the cell a customer's sync socket reported counts as where it is
+    # connected (renewed while the socket stays open).
+    promotion_presence_s: int = Field(900, ge=10)
     idempotency_ttl_s: int = 24 * 3600
     payment_timeout_s: int = 15 * 60
     # A paid order its merchant neither accepts nor rejects in this long is rejected by
@@ -150,6 +160,40 @@ class Settings(BaseSettings):
     payment_poll_s: float = 5.0
     # The provider's fee in basis points (the sandbox charges 0.6%, like WeChat Pay).
     provider_fee_bp: int = 60
+
+    # -- risk checks (`domain/risk.py`): a hit holds the order or the refund for review
+    # (`GET /v1/admin/reviews`), never refuses it. A maximum of 0 turns its rule off.
+    # Orders per customer and per device (the client's `X-Device-Id`) in a sliding
+    # window, the one being placed counted: past it the order is placed held. A person
+    # orders a few times a day and an office's runner perhaps ten times at lunch; twenty
+    # in an hour is a script (coupon farming, testing stolen cards, hoarding stock).
+    risk_orders_window_s: int = Field(3600, ge=1)
+    risk_max_orders_per_customer: int = Field(20, ge=0)
+    # A shared tablet at home carries a few family accounts: a device gets more.
+    risk_max_orders_per_device: int = Field(30, ge=0)
+    # Failed payments (orders left unpaid until the payment timeout closed them) in a
+    # window, at which the next order is held: abandoning a checkout or two a day is
+    # ordinary; five is somebody trying cards, or holding stock without paying (an
+    # unpaid order keeps its items for the whole payment timeout).
+    risk_failures_window_s: int = Field(24 * 3600, ge=1)
+    risk_max_failures_per_customer: int = Field(5, ge=0)
+    risk_max_failures_per_device: int = Field(5, ge=0)
+    # Refunds operations ask for one merchant in a UTC day, in basis points of what its
+    # customers paid it that day, above which the next refund waits for a second
+    # operator: a kitchen's bad day refunds a tenth; a third is a merchant or an agent
+    # turning refunds into money (refunds of orders closed before the merchant accepted
+    # them are never held, but count).
+    risk_refund_share_bp: int = Field(3000, ge=0, le=10_000)
+    # Refunds of a merchant's day up to this are never held: a small merchant's one
+    # refund is most of its day (200 yuan, a few orders).
+    risk_refund_allowance_fen: int = Field(20_000, ge=0)
+    # Pickup to delivery faster than this, as the crow flies from the counter to the
+    # door, is not a ride: 30 km/h in a straight line is some 40 km/h by road, past the
+    # 25 km/h of a legal e-bike (GB 17761-2018). The split of such a delivery waits.
+    risk_rider_max_speed_kmh: float = Field(30.0, ge=0)
+    # Shorter trips are not judged: a door's position is tens of metres off, and a
+    # rider may hand over at the gate.
+    risk_rider_min_distance_m: float = Field(300.0, ge=0)
 
     # Requests per caller (the token's role and subject; the client address when
     # anonymous) and route class, in the `limits` notation ("10/second;300/minute").

@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from domain import commands as c
+from domain.errands import shown_to
 from domain.errors import forbidden, not_found
+from domain.geo import Point
 from domain.orders import visible_to
 from serve_app import views
 from serve_app.auth import Caller
 from serve_app.deps import caller, customer, customer_or_admin, services
 from serve_app.openapi import answers
-from serve_app.schemas import CancelIn, Id, Offset, OrderIn
+from serve_app.schemas import CancelIn, DeliveryChangeIn, Id, Offset, OrderIn
 from serve_app.services import Services, as_json, now, unwrap
 from storage.keys import new_order_id
 
@@ -37,12 +39,29 @@ async def place_order(
     request: Request,
     who: Caller = Depends(customer),
     app: Services = Depends(services),
+    device_id: str | None = Header(
+        None,
+        alias="X-Device-Id",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_\-.:]+$",
+        description="The client's own id of the device it runs on (an app install, a "
+        "browser): orders per device are weighed by the risk checks beside the customer's.",
+    ),
 ) -> Response:
+    """An order over its customer's or device's risk limits is placed held for review
+    (its `hold`; `domain/risk.py`): 201 all the same, and its merchant sees it once
+    operations approve it."""
     order_id = order_id_for(who, body.merchant_id, request.headers.get("idempotency-key"))
     merchant = app.directory.merchant(body.merchant_id)
 
     async def run() -> Response:
-        request_body = {**body.model_dump(), "order_id": order_id, "customer_id": who.sub}
+        request_body = {
+            **body.model_dump(),
+            "order_id": order_id,
+            "customer_id": who.sub,
+            "device_id": device_id,
+        }
         reply = unwrap(await merchant.place(request_body))
         app.remember_merchant(order_id, body.merchant_id)
         return as_json(views.new_order(reply["order"], reply["payment"]), 201)
@@ -63,7 +82,7 @@ async def get_order(
         rider_id=read.order.get("rider_id"),
     ):
         raise not_found("order", order_id)
-    return as_json(views.order(read, app.checkout))
+    return as_json(views.order(read, app.checkout, who.role))
 
 
 @router.get("/v1/orders", responses=answers(403))
@@ -80,7 +99,7 @@ async def list_orders(
         raise forbidden("operations list orders through the dashboard")
     start = cursor or 0
     ids = await app.orders.ids_of(who.role, who.sub, start, limit)
-    orders = await app.orders.many(ids)
+    orders = [shown_to(o, who.role) for o in await app.orders.many(ids)]
     if status:
         orders = [o for o in orders if o["status"] == status]
     next_cursor = start + len(ids) if len(ids) == limit else None
@@ -98,5 +117,33 @@ async def cancel(
     body = body or CancelIn()
     command = c.CancelOrder(
         at=now(), reason=body.reason, by=who.role, expected_version=body.expected_version
+    )
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+
+
+@router.patch("/v1/orders/{order_id}/delivery", responses=answers(404, 409))
+async def change_delivery(
+    order_id: Id,
+    body: DeliveryChangeIn,
+    request: Request,
+    who: Caller = Depends(customer),
+    app: Services = Depends(services),
+) -> Response:
+    """Move the door of an order not yet picked up (its customer only): `delivery_changed`
+    on the streams of the customer, the merchant and the rider.
+
+    The new point must be one the merchant delivers to (422 `outside_delivery_range`);
+    after pickup 409 `already_picked_up`. The fee is quoted again by the tariff: a
+    cheaper one is refunded the difference (a `refunded` event follows), a dearer one is
+    refused (409 `fee_increase_not_supported`), and so is a cheaper one before payment
+    (409 `fee_change_before_payment`: the pay link is for the placed total). With
+    `expected_delivery_fee_fen`, any other fee is 409 `fee_changed` with the fee."""
+    command = c.ChangeDelivery(
+        at=now(),
+        expected_version=body.expected_version,
+        dropoff=Point(body.lat, body.lng),
+        address=body.address,
+        phone=body.phone,
+        expected_delivery_fee_fen=body.expected_delivery_fee_fen,
     )
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))

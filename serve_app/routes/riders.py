@@ -11,7 +11,7 @@ from domain.geo import Point, require_indexable, zone_of
 from serve_app.auth import Caller
 from serve_app.deps import rider, services
 from serve_app.openapi import answers
-from serve_app.schemas import Id, LocationIn, RiderStatusIn
+from serve_app.schemas import Id, LocationIn, ProofIn, RiderStatusIn
 from serve_app.services import Services, as_json, now, unwrap
 
 router = APIRouter()
@@ -71,15 +71,29 @@ async def decline_offer(
 
 @router.post("/v1/rider/orders/{order_id}/pickup", responses=answers(404, 409))
 async def pickup(
-    order_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    order_id: Id,
+    request: Request,
+    body: ProofIn | None = None,
+    who: Caller = Depends(rider),
+    app: Services = Depends(services),
 ) -> Response:
-    command = c.PickUp(at=now(), rider_id=who.sub)
+    """The rider has the order. An errand's pickup needs `{"code"}`, the pickup code its
+    customer was given (422 `wrong_code` otherwise, and nothing changes); a food order
+    needs no body."""
+    command = c.PickUp(at=now(), rider_id=who.sub, code=(body or ProofIn()).code)
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
 
 
 @router.post("/v1/rider/orders/{order_id}/deliver", responses=answers(404, 409))
 async def deliver(
-    order_id: Id, request: Request, who: Caller = Depends(rider), app: Services = Depends(services)
+    order_id: Id,
+    request: Request,
+    body: ProofIn | None = None,
+    who: Caller = Depends(rider),
+    app: Services = Depends(services),
 ) -> Response:
-    command = c.Deliver(at=now(), rider_id=who.sub)
+    """The order is at its door. An errand's delivery needs `{"code"}`, the delivery
+    code the recipient gives the rider (422 `wrong_code` otherwise, and nothing
+    changes); a food order needs no body."""
+    command = c.Deliver(at=now(), rider_id=who.sub, code=(body or ProofIn()).code)
     return await app.idempotent(request, who, lambda: app.act(order_id, command, who))

@@ -12,10 +12,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from actors import telemetry
 from domain.errors import DomainError
+from domain.geo import Point
 from serve_app import auth, errors
 from serve_app.auth import Caller
 from serve_app.deps import caller, services
-from serve_app.schemas import Cursor, Id, SyncQuery
+from serve_app.presence import Whereabouts
+from serve_app.schemas import Cursor, HomeIn, Id, SyncQuery
 from serve_app.services import Services, as_json
 from serve_app.sync import Feed, ResyncRequired, snapshot
 from storage import keys
@@ -70,13 +72,19 @@ async def sync_ws(
     cursor: str | None = None,
     token: str | None = None,
     viewing: str | None = None,
+    lat: str | None = None,
+    lng: str | None = None,
     app: Services = Depends(services),
 ) -> None:
     """Everything after `cursor` (as the long poll reads it), then live events, one JSON
     text frame each.
 
-    A bad token refuses the handshake. A bad `cursor` or `viewing` gets one frame
-    `{"error": {"code": "invalid_request", ...}}` and the close code 4422.
+    A customer's device may say where it is (`lat` and `lng`, or later a `location`
+    message): it then counts as connected in that cell for regional promotions
+    (`serve_app/presence.py`).
+
+    A bad token refuses the handshake. A bad `cursor`, `viewing` or position gets one
+    frame `{"error": {"code": "invalid_request", ...}}` and the close code 4422.
     """
     try:
         who = auth.decode(
@@ -86,7 +94,7 @@ async def sync_ws(
         await websocket.close(code=4401, reason=err.message)
         return
     try:
-        query = SyncQuery(cursor=cursor, viewing=viewing)
+        query = SyncQuery(cursor=cursor, viewing=viewing, lat=lat, lng=lng)
     except ValidationError as err:
         await _refuse(websocket, err)
         return
@@ -101,9 +109,17 @@ async def _serve(websocket: WebSocket, who: Caller, query: SyncQuery, app: Servi
         await feed.subscribe()
         if query.viewing:
             await feed.view(query.viewing)
+        where = Whereabouts(who)
+        if query.lat is not None and query.lng is not None:
+            await where.report(app, Point(query.lat, query.lng))
         sender = asyncio.create_task(_push(websocket, feed, who, app))
-        receiver = asyncio.create_task(_listen(websocket, feed))
-        done, pending = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        receiver = asyncio.create_task(_listen(websocket, feed, where, app))
+        try:
+            done, pending = await asyncio.wait(
+                {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            where.close()
         for task in pending:
             task.cancel()
         for task in pending:
@@ -153,8 +169,16 @@ def _is_id(value: object) -> bool:
     return True
 
 
-async def _listen(websocket: WebSocket, feed: Feed) -> None:
-    """Commands from the terminal: which merchant it is viewing, and pings."""
+def _point(command: dict[str, object]) -> Point | None:
+    try:
+        at = HomeIn.model_validate({"lat": command.get("lat"), "lng": command.get("lng")})
+    except ValidationError:
+        return None
+    return Point(at.lat, at.lng)
+
+
+async def _listen(websocket: WebSocket, feed: Feed, where: Whereabouts, app: Services) -> None:
+    """Commands from the terminal: which merchant it is viewing, where it is, and pings."""
     with contextlib.suppress(WebSocketDisconnect):
         while True:
             try:
@@ -164,5 +188,7 @@ async def _listen(websocket: WebSocket, feed: Feed) -> None:
             kind = command.get("type") if isinstance(command, dict) else None
             if kind == "view" and _is_id(command.get("merchant_id")):
                 await feed.view(command["merchant_id"])
+            elif kind == "location" and (point := _point(command)) is not None:
+                await where.report(app, point)
             elif kind == "ping":
                 await websocket.send_text('{"type":"pong"}')

@@ -68,6 +68,16 @@ def platform(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # Small enough for test_admission.py to pass with a slow merchant's placements,
         # far above what any other test has in flight.
         shed_max_in_flight=64,
+        # Risk checks (test_risk.py trips each): only that file sends X-Device-Id, so a
+        # device is held early; customers are not (the suite places many orders from
+        # few tokens, and lets many expire), nor trips shorter than 8 km (the suite's
+        # riders deliver at once, within 3 km). Refunds keep their default figures:
+        # no other test refunds 200 yuan of one merchant's day.
+        risk_max_orders_per_customer=1_000_000,
+        risk_max_failures_per_customer=1_000_000,
+        risk_max_orders_per_device=3,
+        risk_max_failures_per_device=1,
+        risk_rider_min_distance_m=8_000,
     )
     running = Platform(settings, run_dir)
     running.start()

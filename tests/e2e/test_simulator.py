@@ -28,6 +28,8 @@ def simulate(platform: Platform) -> dict[str, Any]:
             begin="11:50",
             order_rate=1.8,
             drain_minutes=40,
+            # More errands than a real day's tenth, so that twenty minutes hold some.
+            errand_share=0.25,
         )
     )
 
@@ -55,6 +57,12 @@ def test_a_seeded_day_is_consistent_and_repeatable(platform: Platform) -> None:
     first = simulate(platform)
     assert_consistent(first)
     assert first["orders"] == first["arrivals"], first["not_placed"]
+    # The small city's shops sell beside its kitchens, ready as they accept.
+    assert 0 < first["shop_orders"] < first["orders"], first
+    assert first["shop_delivered"] > 0, first
+    # Errands beside them, picked up and delivered with their codes.
+    assert 0 < first["errand_orders"] < first["orders"], first
+    assert first["errand_delivered"] > 0, first
 
     second = simulate(platform)
     assert_consistent(second)

@@ -54,6 +54,7 @@ def make_world(
     accept_mode: str = "manual",
     rider_online: bool = True,
     split_plan: dict[str, Any] | None = None,
+    radius_m: int = 3000,
 ) -> World:
     spot = next(_spots)
     lat, lng = CITY[0] + 0.15 * (spot + 1), CITY[1]
@@ -64,7 +65,7 @@ def make_world(
         "name": "Lakeside Noodles",
         "lat": lat,
         "lng": lng,
-        "delivery": {"radius_m": 3000},
+        "delivery": {"radius_m": radius_m},
         "prep_minutes": 10,
         "accept_mode": accept_mode,
         **({"split_plan": split_plan} if split_plan else {}),

@@ -33,6 +33,7 @@ def order(*requested: Requested, **overrides: object) -> tuple[tuple[Line, ...],
         "tariff": TARIFF,
         "coupon": None,
         "at": T0,
+        "utc_offset_min": 480,
     }
     args.update(overrides)
     return price_order(**args)  # type: ignore[arg-type]
