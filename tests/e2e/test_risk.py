@@ -67,7 +67,19 @@ def queue(admin: Api, status: str = "open") -> dict[str, dict[str, Any]]:
 
 
 def types_for(party: Api, order_id: str) -> list[str]:
-    return [e["type"] for e in events_of(party) if e.get("order_id") == order_id]
+    """Every event of the order on the party's stream, page by page: operations' stream
+    holds the whole session's events, so its first page ends long before this order."""
+    found: list[str] = []
+    cursor = ""
+    for _ in range(1000):
+        answer = party.get("/v1/sync/events", params={"cursor": cursor, "limit": 1000})
+        assert answer.status_code == 200, answer.text
+        page = answer.json()["events"]
+        if not page:
+            break
+        found += [e["type"] for e in page if e.get("order_id") == order_id]
+        cursor = page[-1]["cursor"]
+    return found
 
 
 def merchant_lists(world: World, order_id: str) -> bool:

@@ -196,9 +196,7 @@ def test_serve_config_args_are_deploy_args() -> None:
     assert args["redis_wait_replicas"] == 1
     assert args["public_url"].startswith("https://")
     app_module = importlib.import_module("serve_app.app")
-    deploy_args = getattr(app_module, "DeployArgs", None)
-    if deploy_args is None:
-        pytest.skip("serve_app.app.DeployArgs does not exist (yet): args not checked against it")
+    deploy_args = app_module.DeployArgs
     parsed = deploy_args.model_validate(args)
     assert set(args) <= set(deploy_args.model_fields), "args DeployArgs does not know"
     assert parsed.redis_url == args["redis_url"]
@@ -210,17 +208,14 @@ def test_app_builder_takes_deploy_args_the_way_serve_reads_them() -> None:
     annotation only when that annotation is a pydantic class. A string annotation (as
     `from __future__ import annotations` makes every one) gets the raw dict instead."""
     app_module = importlib.import_module("serve_app.app")
-    builder = getattr(app_module, "app_builder", None)
-    deploy_args = getattr(app_module, "DeployArgs", None)
-    if builder is None or deploy_args is None:
-        pytest.skip("serve_app.app.app_builder / DeployArgs do not exist (yet)")
+    builder = app_module.app_builder
     assert isinstance(builder, FunctionType)
     (param,) = inspect.signature(builder).parameters.values()
     assert inspect.isclass(param.annotation) and issubclass(param.annotation, BaseModel), (
         f"Serve sees the annotation {param.annotation!r}, not a pydantic class, and would "
         "pass `args` to app_builder as a plain dict"
     )
-    assert param.annotation is deploy_args
+    assert param.annotation is app_module.DeployArgs
 
 
 # --- ray up ---------------------------------------------------------------------------
