@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation bench-promotions chaos clean test-cluster test-multinode chaos-cluster
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation bench-promotions bench-hop chaos clean test-cluster test-multinode chaos-cluster
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -85,6 +85,10 @@ bench-isolation: $(STAMP) /usr/bin/wrk
 # Order events' latency with and without a 10,000-customer regional promotion in flight.
 bench-promotions: $(STAMP)
 	$(BIN)/python -m loadtests.bench_promotions
+
+# One request to an entity host: a Ray actor call beside a mailbox hop, CPU per message.
+bench-hop: $(STAMP)
+	$(BIN)/python -m loadtests.bench_mailbox_hop
 
 # Kills each part of a running platform under load and prints what it cost.
 chaos: $(STAMP)

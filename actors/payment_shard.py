@@ -27,6 +27,7 @@ from domain import ledger, risk
 from domain import payments as p
 from domain import reactions as r
 from domain.errors import DomainError
+from domain.orders import pay_fen_of
 from domain.payments import Payment, PaymentStatus, next_check_in, provider_fee_fen
 from domain.pricing import Amounts
 from domain.reconciliation import ledger_rows, provider_rows, reconcile
@@ -152,19 +153,24 @@ class PaymentShardHost(EntityHost):
 
     async def _load(self, order_id: str) -> tuple[Payment | None, dict[str, object] | None]:
         """The order's payment (a fresh one if the order has only its pay link yet) and the
-        order as stored."""
+        order as stored. The payment's amount is what the link asks (`pay_fen_of`): the
+        placed total, also once a cheaper door lowered the order's total before payment
+        (its merchant's host writes the record then, `MerchantHost._keep_pay_link`), so
+        a capture of it is the expected amount, and `MarkPaid` of it refunds the rest."""
         payment, order = await self.payments.load(order_id)
         if payment is not None or order is None:
             return payment, order
-        link = self.checkout.link_of(order)
+        placed_at = datetime.fromisoformat(str(order["placed_at"])).timestamp()
+        amount_fen = pay_fen_of(order)
+        link = self.checkout.link(order_id, amount_fen, placed_at)
         fresh = p.opened(
             order_id,
             str(order["merchant_id"]),
             str(order["customer_id"]),
             link["intent_id"],
             link["pay_url"],
-            order["amounts"]["total_fen"],  # type: ignore[index]
-            datetime.fromisoformat(str(order["placed_at"])).timestamp(),
+            amount_fen,
+            placed_at,
         )
         return fresh, order
 
@@ -247,6 +253,8 @@ class PaymentShardHost(EntityHost):
         tell: c.Command = c.MarkPaid(
             at=capture.at, intent_id=payment.intent_id, amount_fen=payment.amount_fen
         )
+        # Weighed against what the pay link asks, not the order's total now: a cheaper
+        # door chosen unpaid lowered that, and the order refunds the difference itself.
         mismatch = risk.amount_mismatch(payment.captured_fen, payment.amount_fen)
         if mismatch is not None:
             # The money is booked; the order is held, not paid, until review.

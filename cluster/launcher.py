@@ -34,15 +34,20 @@ APP_NAME = "o2o"
 
 
 def haproxy_environment(
-    hap: Path, use_haproxy: bool, maxconn: int, http_metrics: bool = False
+    hap: Path,
+    use_haproxy: bool,
+    maxconn: int,
+    http_metrics: bool = False,
+    settings: Settings | None = None,
 ) -> dict[str, str]:
     """Serve reads these when its controller starts; each run gets its own files and ports.
 
     `hap` must be a short path: HAProxy refuses admin socket paths over 97 bytes. Serve
     runs HAProxy through a wrapper written there, which adds the platform's admission
     lines to the configuration Serve generates (`serve_app/admission.py`): the
-    client's address in X-Forwarded-For, and with O2O_RATE_LIMIT_HAPROXY_FACTOR the
-    rate limits, both as this process's environment sets them.
+    client's address in X-Forwarded-For, and the rate limits at
+    `rate_limit_haproxy_factor` times the replicas' own, from `settings` (the
+    platform's; this process's environment when None).
     """
     from serve_app import admission  # the layer below; imported by `build` already
 
@@ -81,7 +86,7 @@ def haproxy_environment(
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "1" if http_metrics else "0",
         # Long polls and live sockets must not be cut by a proxy timeout.
         "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": "3600",
-        **admission.haproxy_wrapper(hap, Settings()),
+        **admission.haproxy_wrapper(hap, settings or Settings()),
     }
 
 
@@ -147,7 +152,11 @@ class Platform:
         self.haproxy_dir = Path(tempfile.mkdtemp(prefix="o2o-hap-", dir="/tmp"))
         os.environ.update(
             haproxy_environment(
-                self.haproxy_dir, s.front_door == "haproxy", s.haproxy_maxconn, s.serve_http_metrics
+                self.haproxy_dir,
+                s.front_door == "haproxy",
+                s.haproxy_maxconn,
+                s.serve_http_metrics,
+                s,
             )
         )
         if s.serve_throughput_optimized:

@@ -39,6 +39,8 @@ class PlaceOrder(Command):
 @dataclass(frozen=True, kw_only=True)
 class MarkPaid(Command):
     intent_id: str
+    # What was captured: what the order's pay link asks (`Order.pay_fen`), its placed
+    # total even when a cheaper door lowered its total since (the rest goes back).
     amount_fen: int
     # By when the merchant must accept or reject; its host sets it from the settings.
     accept_deadline: datetime | None = None

@@ -72,10 +72,21 @@ class OrderPlaced(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderPaid(Event):
+    """The customer paid what the order's pay link asks. `refund_fen`: what of it goes
+    back at once, the difference of a cheaper door chosen before payment (the link asks
+    the placed total, `orders._change_delivery`); on the wire only when there is one."""
+
     type: ClassVar[str] = "order_paid"
     intent_id: str
     amount_fen: int
     accept_deadline: datetime | None = None
+    refund_fen: int = 0
+
+    def data(self) -> dict[str, Any]:
+        data = super().data()
+        if not data["refund_fen"]:
+            data.pop("refund_fen")
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +144,10 @@ class DeliveryChanged(Event):
 
     Carries the new door and the re-quoted fee, so the customer's devices, the merchant
     and the rider show it without reading the order again; `refund_fen` is what goes
-    back to the customer for a cheaper fee. The address and phone are sealed at rest on
-    the streams like the order's own (`storage/sealing.py`)."""
+    back to the customer for a cheaper fee: at once if the order is paid, else right
+    after its payment is captured (`OrderPaid.refund_fen`: the pay link asks the placed
+    total). The address and phone are sealed at rest on the streams like the order's
+    own (`storage/sealing.py`)."""
 
     type: ClassVar[str] = "delivery_changed"
     lat: float

@@ -11,6 +11,7 @@ customer until picked up, and picked up and delivered only with its proof codes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -67,6 +68,9 @@ class Order:
     refund_due_fen: int = 0
     # Given back already because the customer moved the door somewhere cheaper.
     delivery_refunded_fen: int = 0
+    # What its pay link asks, once a cheaper door moved the order before it was paid:
+    # the placed total, above `amounts.total_fen` (None: the link asks the total).
+    link_fen: int | None = None
     rider_id: str | None = None
     prep_minutes: int | None = None
     close_reason: str | None = None
@@ -86,6 +90,12 @@ class Order:
     def on_hold(self) -> bool:
         """Waiting for operations' review: nothing the hold stops may happen meanwhile."""
         return self.hold is not None and self.hold.open
+
+    @property
+    def pay_fen(self) -> int:
+        """What the customer pays through the order's pay link (signed for the placed
+        total); above the total by what goes back once it is captured."""
+        return self.amounts.total_fen if self.link_fen is None else self.link_fen
 
     @property
     def held_fen(self) -> int:
@@ -124,6 +134,7 @@ class Order:
             "timeline": [{"status": t.status, "at": t.at.isoformat()} for t in self.timeline],
             "hold": self.hold.as_dict() if self.hold else None,
             "kind": ERRAND if self.errand else FOOD,
+            **({"link_fen": self.link_fen} if self.link_fen is not None else {}),
             **({"errand": self.errand.as_dict(self.pickup)} if self.errand else {}),
         }
 
@@ -149,6 +160,7 @@ class Order:
             paid_fen=d.get("paid_fen", 0),
             refund_due_fen=d.get("refund_due_fen", 0),
             delivery_refunded_fen=d.get("delivery_refunded_fen", 0),
+            link_fen=d.get("link_fen"),
             rider_id=d.get("rider_id"),
             prep_minutes=d.get("prep_minutes"),
             close_reason=d.get("close_reason"),
@@ -229,12 +241,14 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
             if order.intent_id == command.intent_id and order.status != OrderStatus.PENDING_PAYMENT:
                 return []  # the same payment told twice
             _require(order, "pay", OrderStatus.PENDING_PAYMENT)
-            if command.amount_fen != order.amounts.total_fen:
+            if command.amount_fen != order.pay_fen:
+                link = {} if order.link_fen is None else {"link_fen": order.link_fen}
                 raise DomainError(
                     "amount_mismatch",
-                    "paid amount differs from the order total",
+                    "paid amount differs from what the order's pay link asks",
                     paid_fen=command.amount_fen,
                     total_fen=order.amounts.total_fen,
+                    **link,
                 )
             return [
                 e.OrderPaid(
@@ -245,6 +259,8 @@ def decide(order: Order | None, command: c.Command) -> list[e.Event]:
                     amount_fen=command.amount_fen,
                     # A held order's merchant has not seen it: its deadline runs from release.
                     accept_deadline=None if order.on_hold else command.accept_deadline,
+                    # The link's amount above the total (a cheaper door chosen unpaid).
+                    refund_fen=command.amount_fen - order.amounts.total_fen,
                 )
             ]
         case c.AcceptOrder():
@@ -405,9 +421,19 @@ def _change_delivery(order: Order, command: c.ChangeDelivery, nxt: int) -> list[
     for) the placed total, and the provider refuses a second link of another amount
     for an order once its intent is open, so an extra charge could not be collected
     honestly. A dearer door is refused (`fee_increase_not_supported`: cancel and
-    order again); a cheaper one is refunded the difference once paid, and refused while
-    unpaid (`fee_change_before_payment`: the link's amount cannot change). A door at
-    the same fee moves at any status before pickup.
+    order again). A cheaper one is taken at once, paid or not, and the order shows the
+    new fee and total; `refund_fen` is the difference, which goes back to the customer:
+
+    - paid: refunded now (`reactions`: a `Refund` by the change's number);
+    - unpaid: for the same reason the link cannot be signed again for the lower total,
+      so the customer still pays the link's amount (`link_fen`, the placed total,
+      however many doors move), `MarkPaid` expects that amount, and what it holds above
+      the total then (placed total less current total) is refunded once, right after
+      the capture (`OrderPaid.refund_fen`). Cancelled or timed out unpaid, nothing was
+      captured and nothing goes back. A capture held for review settles it at release
+      (the excess above the total goes back) or refusal (all of it goes back).
+
+    A door at the same fee moves at any status before pickup.
     """
     if order.status in (OrderStatus.PICKED_UP, OrderStatus.DELIVERED):
         raise DomainError(
@@ -446,14 +472,6 @@ def _change_delivery(order: Order, command: c.ChangeDelivery, nxt: int) -> list[
         raise DomainError(
             "fee_increase_not_supported",
             "this address costs more to deliver to than the order paid for",
-            delivery_fee_fen=fee,
-            current_delivery_fee_fen=current,
-        )
-    if fee < current and order.status == OrderStatus.PENDING_PAYMENT:
-        raise DomainError(
-            "fee_change_before_payment",
-            "the order's pay link is for its placed total: pay first, then the cheaper "
-            "fee is refunded",
             delivery_fee_fen=fee,
             current_delivery_fee_fen=current,
         )
@@ -507,6 +525,8 @@ def evolve(order: Order, event: e.Event) -> Order:
                 intent_id=event.intent_id,
                 paid_fen=event.amount_fen,
                 accept_deadline=event.accept_deadline,
+                # A cheaper door chosen unpaid: its difference goes back with the payment.
+                delivery_refunded_fen=order.delivery_refunded_fen + event.refund_fen,
             )
         case e.OrderAccepted():
             changes.update(status=OrderStatus.ACCEPTED, prep_minutes=event.prep_minutes)
@@ -556,8 +576,13 @@ def evolve(order: Order, event: e.Event) -> Order:
                     delivery_fee_fen=event.delivery_fee_fen,
                     total_fen=event.total_fen,
                 ),
-                delivery_refunded_fen=order.delivery_refunded_fen + event.refund_fen,
             )
+            if order.status == OrderStatus.PENDING_PAYMENT:
+                # Nothing is refunded yet: the link keeps asking the placed total.
+                if event.refund_fen:
+                    changes.update(link_fen=order.pay_fen)
+            else:
+                changes.update(delivery_refunded_fen=order.delivery_refunded_fen + event.refund_fen)
     label = changes["status"].value if "status" in changes else event.type
     changes["timeline"] = (*stamp, TimelineEntry(label, event.at))
     return replace(order, **changes)
@@ -582,6 +607,12 @@ def delivery_hold(order: Order, at: datetime, figures: risk.Figures) -> Hold | N
     seconds = (at - picked).total_seconds()
     hit = risk.rider_too_fast(distance_m(order.pickup, order.dropoff), seconds, figures)
     return risk.hold_of(hit, risk.order_review_id(order.id, "delivered")) if hit else None
+
+
+def pay_fen_of(stored: Mapping[str, Any]) -> int:
+    """What the pay link of an order as stored (`Order.as_dict()`) asks: `Order.pay_fen`."""
+    link = stored.get("link_fen")
+    return int(link if link is not None else stored["amounts"]["total_fen"])
 
 
 def hidden_from_merchant(order: Order) -> bool:

@@ -158,20 +158,21 @@ def refund_no(order: Order) -> str:
 
 
 DELIVERY_CHANGED = "delivery_changed"
+# Not paid yet (or its capture held for review): a cheaper door's money is not in.
+UNPAID = OrderStatus.PENDING_PAYMENT
 
 
 def delivery_refund_no(order: Order) -> str:
-    """The refund number of a cheaper door: one per change (the version it made)."""
+    """The refund number of a cheaper door: one per change of a paid order (the version
+    it made), and one for all the changes before payment (the payment's version)."""
     return f"{order.id}-d{order.version}"
 
 
 def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[Intent]:
     """The follow-ups of `event`, which made `order` what it is now."""
     match event:
-        case e.OrderPaid() if order.on_hold:
-            return []  # its merchant gets it when review releases it
-        case e.OrderPaid() if merchant is not None and merchant.accept_mode == "auto":
-            return [Accept(order.id, order.merchant_id, merchant.prep_minutes)]
+        case e.OrderPaid():
+            return _paid(order, event, merchant)
         case e.OrderReleased():
             return _released(order, event, merchant)
         case e.OrderAccepted() if merchant is not None and merchant.ready_on_accept:
@@ -195,8 +196,10 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
                     FreeRider(order.rider_id, order.id, order.placed_at, order.merchant_id, False)
                 )
             return intents
-        case e.DeliveryChanged() if event.refund_fen > 0:
-            # Through the payment host like any partial refund, once by its number.
+        case e.DeliveryChanged() if event.refund_fen > 0 and order.status != UNPAID:
+            # Through the payment host like any partial refund, once by its number. An
+            # unpaid order's goes back with its payment (`_paid`), a held capture's at
+            # its review (`_released`).
             return [Refund(order.id, event.refund_fen, delivery_refund_no(order), DELIVERY_CHANGED)]
         case e.OrderDelivered() if order.on_hold:
             # Delivered too fast: the rider is free, its split waits for review.
@@ -208,6 +211,20 @@ def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[I
             ]
         case _:
             return []
+
+
+def _paid(order: Order, event: e.OrderPaid, merchant: Merchant | None) -> list[Intent]:
+    """A payment: the difference of a cheaper door chosen before it goes back now, held
+    or not (the capture is the link's amount, `orders._change_delivery`); an
+    auto-accepting merchant takes the order unless it is held (review releases it)."""
+    intents: list[Intent] = []
+    if event.refund_fen > 0:
+        intents.append(
+            Refund(order.id, event.refund_fen, delivery_refund_no(order), DELIVERY_CHANGED)
+        )
+    if not order.on_hold and merchant is not None and merchant.accept_mode == "auto":
+        intents.append(Accept(order.id, order.merchant_id, merchant.prep_minutes))
+    return intents
 
 
 def _released(order: Order, event: e.OrderReleased, merchant: Merchant | None) -> list[Intent]:

@@ -148,7 +148,12 @@ def placement(counts: PlacementCounts, figures: Figures) -> Hit | None:
 
 def amount_mismatch(captured_fen: int, total_fen: int) -> Hit | None:
     """The provider captured another amount than the order's total (a tampered link, a
-    provider's error): the money is real, the order is not paid until somebody looks."""
+    provider's error): the money is real, the order is not paid until somebody looks.
+
+    `total_fen` is what the order's pay link asks (`Order.pay_fen`): its placed total,
+    which stays above the order's total once a cheaper door moved it unpaid (that
+    difference is refunded with the payment, `orders._change_delivery`), so a capture
+    of the link's amount is never held."""
     if captured_fen == total_fen:
         return None
     return Hit(

@@ -22,10 +22,10 @@ client), each customer well inside its own limit. Then:
     and drain while a new one starts. Printed: their answers by status; a reset or a
     5xx other than 503 is a request the drain lost.
 
-`--haproxy-factor F` sets O2O_RATE_LIMIT_HAPROXY_FACTOR for (a) and (b): HAProxy then
-refuses a caller past F times its limits itself, before the replica
-(`serve_app/admission.py`); `--parts a` runs the flood alone, to alternate runs with
-and without it.
+`--haproxy-factor F` (default: the setting's, 2) has HAProxy refuse a caller past F
+times its limits itself, before the replica (`serve_app/admission.py`), in (a) and (b);
+0 leaves every refusal to the replica. `--parts a` runs the flood alone, to alternate
+runs with and without it.
 
 Latency is measured by the client from the send to the last byte. wrk and the paced
 client share the machine's cores with the platform. Writes bench/isolation.json.
@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -274,8 +273,6 @@ def scale_down(platform: Platform) -> None:
 def drain_run(duration_s: int, rate: float) -> dict[str, Any]:
     """(c): a platform of two API replicas; the others place orders while the app is
     deployed again with one a quarter into the run (both replicas drain)."""
-    # The load generator's limits here: none in HAProxy either.
-    os.environ[HAPROXY_FACTOR] = "0"
     with fresh_platform("o2o-drain-", api_replicas=2) as platform:
         work, url = platform.run_dir, platform.url
         _, bodies = prepare(url)
@@ -292,10 +289,6 @@ def drain_run(duration_s: int, rate: float) -> dict[str, Any]:
         driver.join(duration_s + REQUEST_TIMEOUT_S + PACED_SLACK_S)
     result: dict[str, Any] = done.get("others", {})
     return result
-
-
-# What the launcher's HAProxy reads its limits from (`cluster/launcher.py`).
-HAPROXY_FACTOR = "O2O_RATE_LIMIT_HAPROXY_FACTOR"
 
 
 def main() -> None:
@@ -324,9 +317,6 @@ def main() -> None:
         f"rate_limit_{route}": default(f"rate_limit_{route}")
         for route in ("place", "write", "read", "auth")
     }
-    # HAProxy's limits come from the environment the launcher reads: the same ones.
-    os.environ.update({f"O2O_{name.upper()}": str(value) for name, value in limits.items()})
-    os.environ[HAPROXY_FACTOR] = str(args.haproxy_factor)
     limits["rate_limit_haproxy_factor"] = args.haproxy_factor
     alone: dict[str, Any] = {}
     beside: dict[str, Any] = {}

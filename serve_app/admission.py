@@ -56,6 +56,10 @@ it). The lines are:
   answered 429 `rate_limited` by HAProxy after `rate_limit_hold_s` (a tarpit), and the
   replicas never see its flood. HAProxy counts what it refuses too, so a caller that
   keeps past the factor gets nothing through until it slows down.
+- HAProxy's own 502, 503 and 504 (no replica reachable, one that reset, none in time),
+  which Serve's configuration turns into a plain-text 500, are the platform's 503
+  `service_unavailable` with `Retry-After` instead (`unavailable_response`): a client
+  retries them as it retries a replica's shedding.
 
 Without the wrapper (Serve's own proxy, or a cluster whose nodes were started without
 it) everything above still holds at the replicas, with anonymous callers keyed by the
@@ -500,11 +504,25 @@ def inject(text, frontend, tail):
         if lines[at].strip().startswith("bind "):
             lines[at + 1 : at + 1] = frontend.split("\\n")
             joined = "\\n".join(lines)
+            if ERRORFILE:
+                joined = unavailable_as_503(joined)
             if tail:
                 joined = joined.rstrip("\\n") + "\\n" + tail + "\\n"
             return joined
         at += 1
     return None
+
+
+def unavailable_as_503(text):
+    """Serve answers HAProxy's own 502, 503 and 504 (no replica reachable, one that
+    reset, none in time) with a plain 500; they are the platform's 503 with Retry-After."""
+    out = []
+    for line in text.split("\\n"):
+        words = line.split()
+        if len(words) == 3 and words[0] == "errorfile" and words[1] in ("502", "503", "504"):
+            line = "    errorfile %s %s" % (words[1], ERRORFILE)
+        out.append(line)
+    return "\\n".join(out)
 
 
 def main():
@@ -536,7 +554,7 @@ if __name__ == "__main__":
 '''
 
 
-def wrapper_source(haproxy: str, frontend: str, tail: str) -> str:
+def wrapper_source(haproxy: str, frontend: str, tail: str, errorfile: str = "") -> str:
     return (
         "\n".join(
             [
@@ -550,10 +568,28 @@ def wrapper_source(haproxy: str, frontend: str, tail: str) -> str:
                 f"FRONTEND = {HAPROXY_FRONTEND!r}",
                 f"LINES = {frontend!r}",
                 f"TAIL = {tail!r}",
+                f"ERRORFILE = {errorfile!r}",
             ]
         )
         + WRAPPER_BODY
     )
+
+
+def unavailable_response() -> bytes:
+    """What HAProxy answers when it has no replica to give a request to, whole (an
+    `errorfile`): the 503 every replica answers when it sheds, so clients retry alike."""
+    body = errors.error_body(
+        "service_unavailable", "no replica of the platform is reachable; retry shortly"
+    )
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Retry-After: {SHED_RETRY_AFTER_S}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def is_wrapper(path: str) -> bool:
@@ -590,8 +626,10 @@ def haproxy_wrapper(directory: Path, settings: Settings) -> dict[str, str]:
     if haproxy is None:
         return {}
     frontend, tail = haproxy_lines(settings)
+    unavailable = directory / "503.http"
+    unavailable.write_bytes(unavailable_response())
     script = directory / "o2o_haproxy.py"
-    script.write_text(wrapper_source(haproxy, frontend, tail))
+    script.write_text(wrapper_source(haproxy, frontend, tail, str(unavailable)))
     shim = directory / "haproxy"
     shim.write_text(
         "#!/bin/sh\n"

@@ -23,6 +23,7 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 # Re-exported: the stand-in provider charges the fee the platform books.
+from domain.orders import pay_fen_of
 from domain.payments import FEE_BP as FEE_BP
 from domain.payments import provider_fee_fen as provider_fee_fen
 
@@ -185,9 +186,11 @@ class Checkout:
         }
 
     def link_of(self, order: dict[str, Any]) -> dict[str, str]:
-        """The same link for an order as stored (`Order.as_dict()`)."""
+        """The same link for an order as stored (`Order.as_dict()`): for the total it was
+        placed with, even after a cheaper door lowered it before payment (the customer
+        holds that link; the difference is refunded once paid)."""
         placed_at = datetime.fromisoformat(order["placed_at"]).timestamp()
-        return self.link(order["id"], order["amounts"]["total_fen"], placed_at)
+        return self.link(order["id"], pay_fen_of(order), placed_at)
 
 
 # -- the platform's client of the provider's API -------------------------------------

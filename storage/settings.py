@@ -224,10 +224,11 @@ class Settings(BaseSettings):
     # HAProxy and the replicas are on different nodes.
     trusted_proxies: str = Field("127.0.0.0/8,::1", pattern=r"^[0-9A-Fa-f:.,/ ]*$")
     # HAProxy refuses a caller past this many times its rate limit (per route class,
-    # the O2O_RATE_LIMIT_* of the launcher's environment) with 429 after
-    # rate_limit_hold_s, before any replica sees the request; 0 leaves every refusal
-    # to the replicas. Needs the launcher's HAProxy (`haproxy_environment`).
-    rate_limit_haproxy_factor: float = Field(0.0, ge=0)
+    # these settings' rate_limit_*) with 429 after rate_limit_hold_s, before any
+    # replica sees the request; 0 leaves every refusal to the replicas. Needs the
+    # wrapped HAProxy (`serve_app/admission.py`): the launcher's, or a node's started
+    # by `cluster/start-head.sh`.
+    rate_limit_haproxy_factor: float = Field(2.0, ge=0)
     # How long the replica waits on a merchant's entity before answering 503
     # merchant_unavailable: far above a placement's p99 under load (about 50 ms), short
     # enough that a stuck merchant costs its own customers seconds, not minutes.

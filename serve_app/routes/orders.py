@@ -134,10 +134,13 @@ async def change_delivery(
 
     The new point must be one the merchant delivers to (422 `outside_delivery_range`);
     after pickup 409 `already_picked_up`. The fee is quoted again by the tariff: a
-    cheaper one is refunded the difference (a `refunded` event follows), a dearer one is
-    refused (409 `fee_increase_not_supported`), and so is a cheaper one before payment
-    (409 `fee_change_before_payment`: the pay link is for the placed total). With
-    `expected_delivery_fee_fen`, any other fee is 409 `fee_changed` with the fee."""
+    dearer one is refused (409 `fee_increase_not_supported`); a cheaper one is taken and
+    the order shows the new fee and total, and the difference goes back (a `refunded`
+    event follows): at once if the order is paid; before payment, the pay link still
+    asks the placed total (`link_fen`: the provider takes no second link of another
+    amount), the customer pays that, and the difference is refunded right after the
+    capture. With `expected_delivery_fee_fen`, any other fee is 409 `fee_changed` with
+    the fee."""
     command = c.ChangeDelivery(
         at=now(),
         expected_version=body.expected_version,

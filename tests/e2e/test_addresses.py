@@ -10,10 +10,13 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import orjson
 import redis
 from websockets.sync.client import ClientConnection, connect
 
 from cluster.launcher import Platform
+from domain.ledger import Transaction, check_invariants, provider_clearing
 from storage import keys
 from tests.e2e.conftest import Api, eventually
 from tests.e2e.world import (
@@ -249,10 +252,6 @@ def test_a_cheaper_door_refunds_the_difference_and_the_split_shares_the_new_pric
     order = world.customer.post("/v1/orders", json=body).json()
     oid = order["id"]
     assert order["amounts"]["delivery_fee_fen"] == 600
-    # Unpaid, the pay link is for the placed total: the cheaper fee waits for payment.
-    early = world.customer.http.patch(f"/v1/orders/{oid}/delivery", json=near)
-    assert early.status_code == 409
-    assert early.json()["error"]["code"] == "fee_change_before_payment"
     pay(order)
     eventually(lambda: status_of(world.customer, oid) == "paid", what="paid")
     # A fee the customer did not see is refused with the fee, and nothing moves.
@@ -301,3 +300,81 @@ def test_a_cheaper_door_refunds_the_difference_and_the_split_shares_the_new_pric
     platform_share = 1800 * 18 // 100
     merchant_share = 2100 - provider_fee - platform_share - 300
     assert eventually(lambda: settled_payable(world, oid), what="split") == merchant_share
+
+
+def ledger_of(store: redis.Redis, order_id: str) -> list[Transaction]:
+    return [
+        Transaction.from_dict(orjson.loads(r))
+        for r in store.lrange(keys.ledger_of_order(order_id), 0, -1)
+    ]
+
+
+def test_a_cheaper_door_before_payment_is_taken_and_the_difference_refunded_once_paid(
+    login: Callable[[str, str], Api], platform: Platform, store: redis.Redis
+) -> None:
+    world = make_world(login, radius_m=8000)
+    far = {"lat": world.lat + 0.050, "lng": world.lng, "address": HOME}  # 5.6 km: 600 fen
+    mid = {"lat": world.lat + 0.030, "lng": world.lng, "address": OFFICE}  # 3.3 km: 400
+    near = {"lat": world.lat + 0.010, "lng": world.lng, "address": OFFICE}  # 1.1 km: 300
+    order = world.customer.post("/v1/orders", json={**world.order_body(), "delivery": far}).json()
+    oid, link = order["id"], order["payment"]
+    assert order["amounts"]["total_fen"] == 2400
+    # Unpaid, a cheaper door is taken at once, twice: the order shows the new fee and
+    # total, and its pay link stays the one the customer holds, for the placed total.
+    for door, fee, total in ((mid, 400, 2200), (near, 300, 2100)):
+        moved = world.customer.http.patch(
+            f"/v1/orders/{oid}/delivery", json={**door, "expected_delivery_fee_fen": fee}
+        )
+        assert moved.status_code == 200, moved.text
+        view = moved.json()
+        assert view["status"] == "pending_payment"
+        assert (view["amounts"]["delivery_fee_fen"], view["amounts"]["total_fen"]) == (fee, total)
+        assert view["link_fen"] == 2400 and view["payment"]["pay_url"] == link["pay_url"]
+    dearer = world.customer.http.patch(f"/v1/orders/{oid}/delivery", json=mid)
+    assert dearer.status_code == 409
+    assert dearer.json()["error"]["code"] == "fee_increase_not_supported"
+    seen = world.customer.get(f"/v1/orders/{oid}").json()
+    assert seen["payment"]["pay_url"] == link["pay_url"] and seen["payment"]["status"] == "created"
+    for party in (world.customer, world.merchant):
+        assert [e["data"]["refund_fen"] for e in door_events(party, oid)] == [200, 100]
+
+    # The customer pays through the link they hold: the order is paid (not held for
+    # review), and the difference goes back once, right after the capture.
+    pay(order)
+    eventually(lambda: status_of(world.customer, oid) == "paid", what="paid")
+    refunded = eventually(
+        lambda: (
+            (p := world.customer.get(f"/v1/orders/{oid}").json()["payment"])["refunded_fen"] and p
+        ),
+        what="the difference refunded",
+    )
+    assert refunded["refunded_fen"] == 300
+    view = world.customer.get(f"/v1/orders/{oid}").json()
+    assert view["hold"] is None
+    assert view["amounts"] == {
+        "subtotal_fen": 1800,
+        "delivery_fee_fen": 300,
+        "discount_fen": 0,
+        "total_fen": 2100,
+    }
+    assert (view["paid_fen"], view["delivery_refunded_fen"]) == (2400, 300)
+    time.sleep(2)  # a second refund would have come by now
+    refunds = [e for e in events_of(world.customer) if e["type"] == "refunded"]
+    assert [(e["order_id"], e["data"]["amount_fen"]) for e in refunds] == [(oid, 300)]
+    record = orjson.loads(store.get(keys.payment(oid)) or b"{}")
+    assert (record["amount_fen"], record["captured_fen"], record["refunded_fen"]) == (
+        2400,
+        2400,
+        300,
+    )
+    assert [(r["amount_fen"], r["status"]) for r in record["refunds"].values()] == [
+        (300, "succeeded")
+    ]
+    provider = httpx.get(f"{platform.settings.sandbox_url}/v1/orders/{oid}", timeout=10).json()
+    assert (provider["amount_fen"], provider["refunded_fen"]) == (2400, 300)
+    # The ledger: the capture of the link's amount and the one refund, balanced, with
+    # the order's total left in clearing for its split.
+    txns = ledger_of(store, oid)
+    check_invariants(txns)
+    assert sorted(t.kind for t in txns) == ["capture", "refund"]
+    assert sum(t.amount_on(provider_clearing()) for t in txns) == 2100

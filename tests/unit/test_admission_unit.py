@@ -351,6 +351,9 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
+    errorfile 502 {errors}/500.http
+    errorfile 503 {errors}/500.http
+    errorfile 504 {errors}/500.http
 frontend prometheus
     bind :{metrics}
     mode http
@@ -377,7 +380,7 @@ def test_the_wrapper_adds_its_lines_once_after_the_frontends_bind(tmp_path: Path
     if admission.real_haproxy() is None:
         pytest.skip("no HAProxy binary")
     wrapper = wrapper_namespace(tmp_path, Settings(rate_limit_haproxy_factor=2))
-    config = SERVE_SHAPED.format(port=1, metrics=2, backend=3)
+    config = SERVE_SHAPED.format(port=1, metrics=2, backend=3, errors="/serve")
     once = wrapper["inject"](config, wrapper["LINES"], wrapper["TAIL"])
     lines = once.split("\n")
     at = lines.index("frontend http_frontend")
@@ -388,7 +391,10 @@ def test_the_wrapper_adds_its_lines_once_after_the_frontends_bind(tmp_path: Path
     assert wrapper["inject"](once, wrapper["LINES"], wrapper["TAIL"]) == once
     assert wrapper["inject"](config.replace("http_frontend", "other"), "x", "") is None
 
-    quiet = wrapper_namespace(tmp_path, Settings())
+    assert f"    errorfile 503 {tmp_path / '503.http'}" in lines
+    assert "/serve/500.http" not in once
+
+    quiet = wrapper_namespace(tmp_path, Settings(rate_limit_haproxy_factor=0))
     plain = quiet["inject"](config, quiet["LINES"], quiet["TAIL"])
     assert "option forwardfor" in plain and "stick-table" not in plain and "tarpit" not in plain
 
@@ -407,7 +413,7 @@ def test_haproxy_limits_mirror_each_route_classes_limits() -> None:
     assert "{ sc_http_req_rate(1) gt 150 }" in front
     assert "http-request deny deny_status 429" in front  # no hold: no tarpit
     assert "store http_req_rate(60s)" in tail
-    assert admission.haproxy_lines(Settings())[1] == ""
+    assert admission.haproxy_lines(Settings(rate_limit_haproxy_factor=0))[1] == ""
 
 
 class Backend(BaseHTTPRequestHandler):
@@ -428,15 +434,24 @@ class Backend(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def haproxy(tmp_path: Path, settings: Settings) -> Iterator[str]:
-    """The wrapper running HAProxy on a Serve-shaped configuration, before a backend."""
+def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iterator[str]:
+    """The wrapper running HAProxy on a Serve-shaped configuration, before a backend
+    (or a port nobody listens on). Serve's error files are not there: HAProxy starts
+    only if the wrapper put the platform's in their place."""
     env = admission.haproxy_wrapper(tmp_path, settings)
     backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    if backend_up:
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        backend_port = backend.server_port
+    else:
+        backend.server_close()
+        backend_port = free_port()
     port = free_port()
     config = tmp_path / "haproxy.cfg"
     config.write_text(
-        SERVE_SHAPED.format(port=port, metrics=free_port(), backend=backend.server_port)
+        SERVE_SHAPED.format(
+            port=port, metrics=free_port(), backend=backend_port, errors=tmp_path / "serve"
+        )
     )
     shim = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
     check = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True)
@@ -457,8 +472,21 @@ def haproxy(tmp_path: Path, settings: Settings) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-        backend.shutdown()
-        backend.server_close()
+        if backend_up:
+            backend.shutdown()
+            backend.server_close()
+
+
+def test_haproxy_without_a_replica_answers_the_platforms_503(tmp_path: Path) -> None:
+    if admission.real_haproxy() is None:
+        pytest.skip("no HAProxy binary")
+    with haproxy(tmp_path, Settings(), backend_up=False) as url:
+        for _ in range(3):
+            answer = httpx.post(f"{url}/v1/orders", content=b"{}", timeout=30)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == str(admission.SHED_RETRY_AFTER_S)
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json()["error"]["code"] == "service_unavailable"
 
 
 def test_haproxy_forwards_the_client_and_refuses_a_caller_past_its_limit(tmp_path: Path) -> None:

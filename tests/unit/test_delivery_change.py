@@ -9,7 +9,8 @@ import pytest
 
 from domain import commands as c
 from domain import events as e
-from domain import ledger
+from domain import ledger, risk
+from domain import payments as p
 from domain import reactions as r
 from domain.errors import DomainError
 from domain.geo import Point, RadiusRange
@@ -169,9 +170,158 @@ def test_a_dearer_door_is_refused_paid_or_not() -> None:
         assert err.details == {"delivery_fee_fen": 600, "current_delivery_fee_fen": 300}
 
 
-def test_a_cheaper_door_before_payment_is_refused_the_pay_link_is_for_the_placed_total() -> None:
-    err = refused(placed(), move(NEAR))
-    assert err.code == "fee_change_before_payment"
+# -- a cheaper door before payment: the link keeps the placed total, the rest goes back --
+
+# 4.45 km north: between NEAR's fee and FAR's.
+MID = Point(30.2590 + 0.040, 120.1490)
+AUTO = replace(MERCHANT, accept_mode="auto")
+
+
+def pay_link(order: Order) -> Order:
+    """Pay what the order's pay link asks, as the payment host tells it."""
+    return apply(order, c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=order.pay_fen))
+
+
+def test_a_cheaper_door_before_payment_is_taken_and_the_link_keeps_the_placed_total() -> None:
+    order = placed()
+    (event,) = decide(order, move(NEAR, address="1 Near Rd"))
+    assert isinstance(event, e.DeliveryChanged)
+    assert (event.version, event.delivery_fee_fen, event.total_fen) == (2, 300, 3900)
+    assert event.refund_fen == 300  # what goes back, once the link's amount is paid
+    after = evolve(order, event)
+    assert after.status == OrderStatus.PENDING_PAYMENT
+    assert after.amounts == Amounts(3600, 300, 0, 3900)
+    assert (after.link_fen, after.pay_fen) == (4200, 4200)
+    # Nothing was captured: nothing is refunded yet, nor held.
+    assert (after.paid_fen, after.delivery_refunded_fen, after.held_fen) == (0, 0, 0)
+    assert r.reactions(after, event, MERCHANT) == []
+    # Told as today: the customer's devices, the merchant (the rider comes later).
+    assert audience(after, event) == [("customer", "c-1"), ("merchant", "m-1"), ("ops", "all")]
+    assert after.as_dict()["link_fen"] == 4200
+    assert Order.from_dict(after.as_dict()) == after
+    # An order no door moved cheaper shows no link amount of its own.
+    assert "link_fen" not in placed().as_dict() and placed().pay_fen == 4200
+
+
+def test_paying_the_link_after_a_cheaper_door_refunds_the_difference_once() -> None:
+    order = apply(placed(), move(NEAR))
+    # The capture of the link's amount is the expected one: no risk hold.
+    assert risk.amount_mismatch(4200, order.pay_fen) is None
+    # The lowered total is not what the link asks: a capture of it is no payment of it.
+    short = refused(order, c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=3900))
+    assert short.code == "amount_mismatch" and short.details["link_fen"] == 4200
+    pay = c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=4200)
+    (event,) = decide(order, pay)
+    assert isinstance(event, e.OrderPaid)
+    assert (event.version, event.amount_fen, event.refund_fen) == (3, 4200, 300)
+    assert event.as_dict()["data"]["refund_fen"] == 300
+    after = evolve(order, event)
+    assert after.status == OrderStatus.PAID and after.amounts.total_fen == 3900
+    assert (after.paid_fen, after.delivery_refunded_fen, after.held_fen) == (4200, 300, 3900)
+    # The difference goes back through the payment host, once by its number, beside an
+    # auto-accepting merchant's acceptance.
+    refund = r.Refund(after.id, 300, "o1_x-d3", r.DELIVERY_CHANGED)
+    assert r.reactions(after, event, MERCHANT) == [refund]
+    assert r.reactions(after, event, AUTO) == [
+        refund,
+        r.Accept(after.id, "m-1", AUTO.prep_minutes),
+    ]
+    assert decide(after, pay) == []  # the same payment told twice: no second refund
+    # A plain payment says nothing of a refund on the wire.
+    (plain,) = decide(placed(), c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=4200))
+    assert isinstance(plain, e.OrderPaid) and plain.refund_fen == 0
+    assert "refund_fen" not in plain.as_dict()["data"]
+    assert r.reactions(evolve(placed(), plain), plain, MERCHANT) == []
+
+
+def test_the_difference_is_refunded_once_and_the_ledger_balances() -> None:
+    order = apply(placed(), move(NEAR))
+    (event,) = decide(order, c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=4200))
+    (refund,) = r.reactions(evolve(order, event), event, MERCHANT)
+    assert isinstance(refund, r.Refund) and refund.amount_fen == 300
+    payment = p.opened("o1_x", "m-1", "c-1", "pi-1", "url", order.pay_fen, T0.timestamp())
+    (captured,) = p.decide(payment, p.Capture("pi-1", 4200, at(6)))
+    payment = p.evolve(payment, captured)
+    ask = p.RequestRefund(refund.refund_no, refund.amount_fen, refund.reason)
+    (requested,) = p.decide(payment, ask)
+    payment = p.evolve(payment, requested)
+    assert p.decide(payment, ask) == []  # asked again (a mailbox retry): once in effect
+    (confirmed,) = p.decide(payment, p.ConfirmRefund(refund.refund_no, 300, at(7)))
+    payment = p.evolve(payment, confirmed)
+    assert (payment.captured_fen, payment.refunded_fen, payment.refundable_fen) == (4200, 300, 3900)
+    # Refunds never exceed the capture: what the order still holds is all there is.
+    with pytest.raises(DomainError) as over:
+        p.decide(payment, p.RequestRefund("o1_x-a1", 3901, "admin"))
+    assert over.value.code == "refund_exceeds_payment"
+    capture = ledger.capture("o1_x", "c-1", 4200, at(6))
+    cut = ledger.refund(refund.refund_no, "o1_x", "c-1", 300, 4200, 0, None, at(7))
+    history = [capture, cut, split(refunded=300)]
+    ledger.check_invariants(history)
+    assert ledger.left_in_clearing(history, "o1_x") == 0
+    assert ledger.balances(history).get(ledger.provider_clearing(), 0) == 0
+
+
+def test_several_cheaper_doors_before_payment_add_up_to_one_refund() -> None:
+    assert fee(NEAR) < fee(MID) < fee(FAR)
+    order = apply(placed(), move(MID))
+    assert (order.amounts.delivery_fee_fen, order.pay_fen) == (fee(MID), 4200)
+    # Back to a dearer door than now: refused as ever, even below the placed fee.
+    assert refused(order, move(FAR)).code == "fee_increase_not_supported"
+    order = apply(order, move(NEAR))
+    order = apply(order, move(NEAR_TOO))  # the same fee: nothing more
+    assert (order.amounts.total_fen, order.link_fen) == (3900, 4200)
+    (event,) = decide(order, c.MarkPaid(at=at(6), intent_id="pi-1", amount_fen=4200))
+    assert isinstance(event, e.OrderPaid) and event.refund_fen == 4200 - 3900
+    after = evolve(order, event)
+    (refund,) = r.reactions(after, event, MERCHANT)
+    assert refund == r.Refund("o1_x", 300, f"o1_x-d{after.version}", r.DELIVERY_CHANGED)
+    assert after.held_fen == 3900
+
+
+def test_a_cheaper_door_after_paying_the_link_is_refunded_at_once_by_its_own_number() -> None:
+    order = pay_link(apply(placed(), move(MID)))
+    assert (order.delivery_refunded_fen, order.held_fen) == (100, 4100)
+    (event,) = decide(order, move(NEAR))
+    assert isinstance(event, e.DeliveryChanged) and event.refund_fen == fee(MID) - 300
+    after = evolve(order, event)
+    assert (after.delivery_refunded_fen, after.held_fen) == (300, 3900)
+    assert r.reactions(after, event, MERCHANT) == [
+        r.Refund("o1_x", 200, f"o1_x-d{after.version}", r.DELIVERY_CHANGED)
+    ]
+    # Closed now, what is still held goes back: all of it comes to the capture.
+    (cancelled,) = decide(after, c.CancelOrder(at=at(8), reason="no", by="customer"))
+    assert isinstance(cancelled, e.OrderCancelled) and cancelled.refund_fen == 3900
+    assert 100 + 200 + cancelled.refund_fen == 4200
+
+
+@pytest.mark.parametrize(("reason", "by"), [("no", "customer"), ("payment_timeout", "system")])
+def test_cancelled_or_timed_out_unpaid_after_a_cheaper_door_refunds_nothing(
+    reason: str, by: str
+) -> None:
+    order = apply(apply(placed(), move(MID)), move(NEAR))
+    (event,) = decide(order, c.CancelOrder(at=at(8), reason=reason, by=by))
+    assert isinstance(event, e.OrderCancelled) and event.refund_fen == 0
+    after = evolve(order, event)
+    assert r.reactions(after, event, MERCHANT) == []
+    assert (after.paid_fen, after.delivery_refunded_fen, after.held_fen) == (0, 0, 0)
+
+
+def test_a_capture_held_for_review_after_a_cheaper_door_gives_back_all_above_the_total() -> None:
+    order = apply(placed(), move(NEAR))
+    hit = risk.amount_mismatch(5000, order.pay_fen)
+    assert hit is not None
+    review_id = risk.order_review_id("o1_x", "paid")
+    hold = c.HoldPayment(
+        at=at(6), intent_id="pi-1", amount_fen=5000, hold=risk.hold_of(hit, review_id)
+    )
+    held = apply(order, hold)
+    approve = c.Review(at=at(7), review_id=review_id, approve=True, by="ops-1")
+    (released,) = decide(held, approve)
+    assert isinstance(released, e.OrderReleased)
+    assert (released.paid_fen, released.excess_fen) == (3900, 1100)
+    refuse = c.Review(at=at(7), review_id=review_id, approve=False, by="ops-1")
+    (cancelled,) = decide(held, refuse)
+    assert isinstance(cancelled, e.OrderCancelled) and cancelled.refund_fen == 5000
 
 
 def test_a_fee_other_than_the_one_the_customer_saw_is_fee_changed() -> None:
