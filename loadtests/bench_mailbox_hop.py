@@ -1,7 +1,8 @@
 """What one request to an entity host costs in CPU: a Ray actor call beside a mailbox hop.
 
-The measure behind entities' mailboxes (DESIGN, "Actors, shards and mailboxes"). A caller process sends a request (one small order-like item)
-to a host process and awaits the reply, in two ways:
+The measure behind entities' mailboxes (DESIGN, "Actors, shards and mailboxes"). A
+caller process sends a request (one small order-like item) to a host process and
+awaits the reply, in two ways:
 
 - ray call: an async caller actor awaits `bench_actor_call.Host.calls` with a list of
   one item, as the hosts' batches are called today;
