@@ -40,9 +40,15 @@ CLUSTER_SUITE := tests/e2e/test_order_loop.py tests/e2e/test_payments.py \
 	tests/e2e/test_cancel_and_reject.py tests/e2e/test_accept_timeout.py \
 	tests/e2e/test_full_loop.py tests/e2e/test_personal_data.py
 
+# The order loop again with every message to an entity a Ray actor call, the other way
+# a host takes them (O2O_ENTITY_TRANSPORT, actors/mailroom.py).
+RAY_CALL_SUITE := tests/e2e/test_order_loop.py tests/e2e/test_payments.py \
+	tests/e2e/test_dispatch.py tests/e2e/test_cancel_and_reject.py
+
 test: lint /usr/bin/chromium
 	$(BIN)/pytest -q -p no:cacheprovider
 	O2O_TEST_REDIS=cluster $(BIN)/pytest -q -p no:cacheprovider $(CLUSTER_SUITE)
+	O2O_ENTITY_TRANSPORT=ray $(BIN)/pytest -q -p no:cacheprovider $(RAY_CALL_SUITE)
 	$(BIN)/pytest -q -s -p no:cacheprovider tests/multinode
 
 test-cluster: $(STAMP)

@@ -7,9 +7,12 @@ on their next message.
 
 Another process reaches an entity through a typed reference,
 `directory.merchant(merchant_id).act(order_id, command, caller)`: each method builds
-one message and sends it with whatever else is going to the same host (a Ray actor
-call costs far more CPU than the work of most messages). The `ray.remote` registry
-that creates the hosts is apart (`actors/registry.py`), so nothing here imports a host.
+one message and sends it, by default as a letter in the command mailbox of the
+entity's shard (`actors/mailroom.py`: read by whichever host owns the shard, on
+whatever node); with `entity_transport = "ray"`, as a Ray actor call to the host, with
+whatever else is going to the same host (a Ray actor call costs far more CPU than the
+work of most messages). The `ray.remote` registry that creates the hosts is apart
+(`actors/registry.py`), so nothing here imports a host.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError
 
+from actors.mailroom import Mailroom, unanswered
 from domain import commands as c
 from domain import reactions as r
 from domain.dispatch import Dispatch
@@ -340,6 +344,12 @@ class Directory:
         self._layout_store = LayoutStore(redis) if redis is not None else None
         self._layout_read_at = -LAYOUT_REFRESH_S
         self._layout_reading: asyncio.Task[None] | None = None
+        # Messages by the shards' command mailboxes (`actors/mailroom.py`), or Ray calls.
+        self.mailroom = (
+            Mailroom(redis, settings.mailbox_reply_timeout_s)
+            if redis is not None and settings.entity_transport == "mailbox"
+            else None
+        )
 
     def merchant(self, merchant_id: str) -> MerchantRef:
         return MerchantRef(self, merchant_id)
@@ -389,6 +399,14 @@ class Directory:
         """Deliver a message to the entity's host with whatever else is going there."""
         for attempt in range(MOVED_RETRIES):
             await self.refresh_quietly(force=attempt > 0)
+            if self.mailroom is not None:
+                reply = await self.by_mailbox(kind, entity_id, message)
+                if not moved(reply):
+                    if isinstance(reply, DomainError):
+                        raise reply
+                    return reply
+                await asyncio.sleep(moved_pause(attempt))
+                continue
             name = host_name(kind, self.host_of(kind, entity_id))
             batcher = self._batchers.get((name, in_flight))
             if batcher is None:
@@ -421,6 +439,25 @@ class Directory:
                 return reply
             await asyncio.sleep(moved_pause(attempt))
         raise still_moving()
+
+    async def by_mailbox(
+        self, kind: str, entity_id: str, message: Message, timeout_s: float | None = None
+    ) -> Reply:
+        """The message as a letter to its entity's shard, its reply awaited for
+        `timeout_s` (the mailroom's own bound: then 503) once Redis has the letter. An
+        exception the host raised on it is raised here, as a Ray call raises it."""
+        assert self.mailroom is not None
+        letter = await self.mailroom.post(kind, shard_for(kind, entity_id), message)
+        if timeout_s is None:
+            try:
+                reply = await self.mailroom.wait(letter, self.mailroom.timeout_s)
+            except TimeoutError:
+                return unanswered()
+        else:
+            reply = await self.mailroom.wait(letter, timeout_s)
+        if isinstance(reply, BaseException) and not isinstance(reply, DomainError):
+            raise reply
+        return reply  # type: ignore[no-any-return]
 
     def _forget(self, name: str) -> None:
         self._handles.pop(name, None)

@@ -28,6 +28,7 @@ from actors.directory import (
     shard_for,
     shards_of_host,
 )
+from actors.mailroom import open_letter, reply_payload
 from domain import reactions as r
 from domain.errors import DomainError
 from storage import keys
@@ -35,7 +36,7 @@ from storage.faults import FaultStore
 from storage.inboxes import InboxStore
 from storage.layout import Layout, LayoutStore
 from storage.mailboxes import BATCH as MAIL_BATCH
-from storage.mailboxes import Doorbell, Entry, MailboxStore
+from storage.mailboxes import Doorbell, Entry, Letter, MailboxStore
 from storage.metrics import MetricsStore
 from storage.orders import OrderStore
 from storage.outbox import Relay
@@ -93,10 +94,14 @@ class EntityHost:
     reloaded from Redis on the next one), so a host's memory follows its active
     entities, not every entity it ever saw.
 
-    The follow-ups other entities post to this host's shards (`storage/mailboxes.py`)
-    are read by one loop, started with the host, and applied by `react`; each is
-    acknowledged once its effect is stored, so one that a crash interrupts is applied
-    again by the restarted host.
+    Messages come as letters in its shards' command mailboxes (`actors/mailroom.py`),
+    read by one loop that starts each as a task of its own (so a slow entity holds up
+    only its own letters), acknowledged and answered once its effect is stored; or as
+    Ray calls to `handle` (`entity_transport = "ray"`). The follow-ups other entities
+    post to this host's shards (`storage/mailboxes.py`) are read by another loop and
+    applied by `react`; each is acknowledged once its effect is stored. A letter or a
+    follow-up that a crash interrupts is read again by the restarted host (a letter
+    only while its sender still waits).
 
     Which shards are this host's comes from the host layout in Redis
     (`storage/layout.py`), watched every second. When it changes, the host first stops
@@ -159,6 +164,12 @@ class EntityHost:
         self.epoch = -1
         self._mail_stopping = False
         self._mail: asyncio.Task[None] | None = None
+        # The command mailboxes' reader, the letters it started and has not answered,
+        # and the answers waiting for the next round trip (`actors/mailroom.py`).
+        self._letters: asyncio.Task[None] | None = None
+        self._letters_running: set[tuple[str, str]] = set()
+        self._answers: list[tuple[Letter, tuple[str, str] | None]] = []
+        self._answering: asyncio.Task[None] | None = None
         # The host's own background loops (deadlines, expiries, polls), for `close`.
         self._loops: list[asyncio.Task[None] | None] = []
 
@@ -250,10 +261,11 @@ class EntityHost:
         if gained:
             await self._wait_for_handover(layout)
             streams = self.mailboxes.streams(self.KIND, sorted(gained))
-            await self.mailboxes.open(streams)
-            taken = await self.mailboxes.take_over(streams, self.name)
+            commands = self.mailboxes.command_streams(self.KIND, sorted(gained))
+            await self.mailboxes.open(streams + commands)
+            taken = await self.mailboxes.take_over(streams + commands, self.name)
             if taken:
-                log.info("%s: took over %d pending follow-ups", self.name, taken)
+                log.info("%s: took over %d pending follow-ups and letters", self.name, taken)
         self._owned |= gained
         self.shards = sorted(self._owned)
         for shard in gained:
@@ -302,18 +314,23 @@ class EntityHost:
         )
 
     def _start_mail(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._mail_stopping = False
         if self._mail is None or self._mail.done():
-            self._mail_stopping = False
-            self._mail = asyncio.get_running_loop().create_task(self._read_mail())
+            self._mail = loop.create_task(self._read_mail())
+        if self._letters is None or self._letters.done():
+            self._letters = loop.create_task(self._read_letters())
 
     async def _stop_mail(self) -> None:
-        """Let the mail reader finish the batch it is applying, and stop it."""
-        task, self._mail = self._mail, None
-        if task is None or task.done():
+        """Let the mail reader finish the batch it is applying, and stop both readers
+        (letters already started run on, and answer: `_let_go` waits for them)."""
+        tasks = [t for t in (self._mail, self._letters) if t is not None and not t.done()]
+        self._mail = self._letters = None
+        if not tasks:
             return
         self._mail_stopping = True
-        done, _ = await asyncio.wait([task], timeout=LET_GO_WAIT_S)
-        if not done:
+        _, late = await asyncio.wait(tasks, timeout=LET_GO_WAIT_S)
+        for task in late:
             task.cancel()
 
     def every(self, interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
@@ -332,10 +349,45 @@ class EntityHost:
             self._loops.append(asyncio.get_running_loop().create_task(watch()))
 
     async def _read_mail(self) -> None:
-        streams = self.mailboxes.streams(self.KIND, self.shards)
-        # First what this host read before and did not finish (it died, or Redis failed
-        # under it), then new entries as the mailboxes' bells ring (all of them now and
-        # then, in case a bell was missed), and now and then again what is left pending.
+        """Apply the follow-ups posted to this host's shards, a batch at a time."""
+
+        async def apply(entries: list[Entry]) -> int:
+            return len(await self.apply_mail(entries))
+
+        await self._read_loop(
+            "the mailboxes",
+            self.mailboxes.streams(self.KIND, self.shards),
+            self.mailboxes.read,
+            apply,
+        )
+
+    async def _read_letters(self) -> None:
+        """Start each letter to this host's shards as it arrives, as a task of its own."""
+
+        async def start(letters: list[Letter]) -> int:
+            for letter in letters:
+                # Entry ids repeat across streams (one per millisecond each).
+                if (letter.stream, letter.entry_id) not in self._letters_running:
+                    self._start_letter(letter)
+            return 0  # none finished yet: one pending pass is enough
+
+        streams = self.mailboxes.command_streams(self.KIND, self.shards)
+        await self._read_loop("letters", streams, self.mailboxes.read_letters, start)
+
+    async def _read_loop(
+        self,
+        what: str,
+        streams: list[str],
+        read: Callable[[list[str], str, bool], Awaitable[list[Any]]],
+        take: Callable[[list[Any]], Awaitable[int]],
+    ) -> None:
+        """Read these mailboxes until the host stops reading them, and hand each batch to
+        `take` (which says how many it finished): first what this host read before and
+        did not finish (it died, or Redis failed under it), then new entries as the
+        mailboxes' bells ring (all of them now and then, in case a bell was missed), and
+        every `PENDING_PASS_S` again what is left pending."""
+        if not streams:
+            return  # owns no shard (beyond the layout's count): started again when it does
         pending, since_pass = True, time.monotonic()
         bell: Doorbell | None = None
         to_read = streams
@@ -345,11 +397,9 @@ class EntityHost:
                     await self.mailboxes.open(streams)
                     bell = await self.mailboxes.doorbell(streams)
                     to_read = streams
-                entries = await self.mailboxes.read(
-                    streams if pending else to_read, self.name, pending=pending
-                )
-                done = await self.apply_mail(entries)
-                if pending and len(done) < max(len(entries), 1):
+                entries = await read(streams if pending else to_read, self.name, pending)
+                done = await take(entries)
+                if pending and done < max(len(entries), 1):
                     pending, since_pass = False, time.monotonic()
                 elif not pending and time.monotonic() - since_pass > PENDING_PASS_S:
                     pending = True
@@ -360,20 +410,62 @@ class EntityHost:
                     continue
                 rung = await bell.rung(MAIL_IDLE_S)
                 to_read = sorted(rung) if rung else streams
-                if self._mail_stopping:
-                    break
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning(
-                    "%s: reading the mailboxes failed (%r); again in a moment", self.name, err
-                )
+                log.warning("%s: reading %s failed (%r); again in a moment", self.name, what, err)
                 if bell is not None:
                     await bell.close()
                     bell = None
                 await asyncio.sleep(MAIL_RETRY_S)
         if bell is not None:
             await bell.close()
+
+    def _start_letter(self, letter: Letter) -> None:
+        self._letters_running.add((letter.stream, letter.entry_id))
+        task = asyncio.get_running_loop().create_task(self._answer_letter(letter))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _answer_letter(self, letter: Letter) -> None:
+        reply_to: tuple[str, str] | None = None
+        try:
+            opened = open_letter(letter.payload)
+        except Exception as err:
+            # No host could ever read it: kept, it would be read again forever.
+            log.warning("%s: letter %s could not be read (%r)", self.name, letter.entry_id, err)
+        else:
+            if time.time() <= opened.deadline:
+                # As a batch of one: each kind's `handle` is where it receives messages.
+                try:
+                    reply: Any = (await self.handle([opened.message]))[0]
+                except Exception as err:
+                    reply = sendable([err])[0]
+                answer = (opened.request_id, reply)
+                reply_to = (opened.reply_to, reply_payload([answer]))
+            # Else its sender has answered 503 already: the letter is dropped unapplied.
+        self._answers.append((letter, reply_to))
+        if self._answering is None:
+            self._answering = asyncio.get_running_loop().create_task(self._send_answers())
+
+    async def _send_answers(self) -> None:
+        # The answers of letters finished in this turn of the loop share a round trip.
+        await asyncio.sleep(0)
+        try:
+            while self._answers:
+                batch, self._answers = self._answers, []
+                try:
+                    await self.mailboxes.answer(
+                        [letter for letter, _ in batch],
+                        [reply for _, reply in batch if reply is not None],
+                    )
+                except Exception as err:
+                    # Left pending: the next pending pass runs them again (idempotent).
+                    log.warning("%s: answering %d letters failed (%r)", self.name, len(batch), err)
+                for letter, _ in batch:
+                    self._letters_running.discard((letter.stream, letter.entry_id))
+        finally:
+            self._answering = None
 
     async def apply_mail(self, entries: list[Entry]) -> list[Entry]:
         """Apply entries side by side; acknowledge and return those whose effect is stored
@@ -405,10 +497,10 @@ class EntityHost:
 
     async def close(self) -> None:
         """Stop the host's loops and let its connections go (tests; Ray kills hosts)."""
-        for task in (self._mail, *self._loops):
+        for task in (self._mail, self._letters, *self._loops):
             if task is not None:
                 task.cancel()
-        running = [t for t in (self._mail, *self._loops) if t is not None]
+        running = [t for t in (self._mail, self._letters, *self._loops) if t is not None]
         if running:
             await asyncio.wait(running, timeout=1.0)
         await self.redis.aclose()

@@ -264,7 +264,10 @@ def _me() -> psutil.Process:
 
 
 def rss(proc: psutil.Process | None) -> int:
-    return proc.memory_info().rss if proc is not None else 0
+    try:
+        return proc.memory_info().rss if proc is not None else 0
+    except psutil.NoSuchProcess:
+        return 0
 
 
 async def run(
@@ -315,6 +318,8 @@ async def run(
         cpu_after = {"replica": sum(cpu_seconds(r) for r in replicas), "client": cpu_seconds(_me())}
         cpu_share = {k: round((cpu_after[k] - cpu_before[k]) / wall, 2) for k in cpu_after}
         samples = sorted(x for t in terminals for x in t.latencies)
+        # Serve starts HAProxy again at each reload (a new process): find it again.
+        hap = haproxy_process() if rss(hap) == 0 else hap
         replica_now, hap_now = sum(rss(r) for r in replicas), rss(hap)
         results.append(
             {

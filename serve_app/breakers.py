@@ -226,6 +226,8 @@ class GuardedDirectory(Directory):
         self._apart.clear()
 
     async def _guarded(self, entity_id: str, message: Message, in_flight: int) -> Reply:
+        if self.mailroom is not None:
+            return await self._lettered(entity_id, message)
         own = await self._own_lane(entity_id)
         if own is None:
             return await self._shared_call(entity_id, message, in_flight)
@@ -240,6 +242,25 @@ class GuardedDirectory(Directory):
         except MerchantTimeout:
             opened_now = breaker.context.state == "opened"
             return merchant_unavailable(entity_id, self.open_s if opened_now else 1)
+
+    async def _lettered(self, merchant_id: str, message: Message) -> Reply:
+        """By mailbox each message is answered on its own, so a slow merchant delays its
+        own letters only (its host runs each under its entity's lock): no lanes, and
+        every late or failed answer counts for its breaker."""
+        breaker = await self.breakers.get_breaker(merchant_id)
+        try:
+            async with breaker:
+                try:
+                    # Bounded once Redis has the letter: a store that is down is a 503
+                    # of its own, not the merchant's lateness.
+                    return await self.by_mailbox(KIND, merchant_id, message, self.timeout_s)
+                except TimeoutError:
+                    raise MerchantTimeout(merchant_id) from None
+        except OpenedState as opened:
+            return merchant_unavailable(merchant_id, opened.opened_at + self.open_s - time.time())
+        except MerchantTimeout:
+            opened_now = breaker.context.state == "opened"
+            return merchant_unavailable(merchant_id, self.open_s if opened_now else 1)
 
     async def _shared_call(self, merchant_id: str, message: Message, in_flight: int) -> Reply:
         lane = await self._shared_lane(merchant_id, in_flight)

@@ -367,6 +367,17 @@ def mailbox(kind: str, shard: int) -> str:
     return f"mailbox:{kind}:{shard_tag(kind, shard)}"
 
 
+def commands(kind: str, shard: int) -> str:
+    """The command mailbox of one shard: people's and other entities' messages that wait
+    for a reply, read by the host that owns the shard (`actors/mailroom.py`)."""
+    return f"commands:{kind}:{shard_tag(kind, shard)}"
+
+
+def replies(sender: str) -> str:
+    """The channel a sending process hears its entities' replies on (no slot: Pub/Sub)."""
+    return f"replies:{sender}"
+
+
 def bell(mailbox_key: str) -> str:
     """Rung when an entry is added to a mailbox, so its host reads it at once."""
     return f"bell:{mailbox_key}"

@@ -9,16 +9,24 @@ under it) stay pending under its name and are read again, at its restart or on i
 pass over what it left pending. So each follow-up is applied at least once, and the
 receivers apply them idempotently (by order version or business key): exactly once in
 effect.
+
+Each shard also has a command mailbox (`keys.commands`): the messages whose sender
+waits for a reply, people's commands from the API replicas and requests between
+entities, one *letter* each (`actors/mailroom.py`). Same consumer group, same bells,
+same takeover when the shard changes hands; its owner answers each letter on its own
+(the reply on the sender's channel) rather than a batch at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from storage import keys
@@ -36,6 +44,16 @@ class Entry:
     message: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Letter:
+    """An entry of a shard's command mailbox: one message whose sender waits for the
+    reply (`actors/mailroom.py` writes and reads its payload)."""
+
+    stream: str
+    entry_id: str
+    payload: str
+
+
 def mail(kind: str, shard: int, message: dict[str, Any]) -> tuple[str, bytes]:
     """An entry for the mailbox of `kind`'s shard, as a commit script takes it."""
     return keys.mailbox(kind, shard), orjson.dumps(message)
@@ -44,6 +62,7 @@ def mail(kind: str, shard: int, message: dict[str, Any]) -> tuple[str, bytes]:
 class MailboxStore:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
 
     async def open(self, streams: list[str]) -> None:
         """Make each mailbox and its consumer group if they are not there yet."""
@@ -55,22 +74,68 @@ class MailboxStore:
                     raise
 
     async def read(self, streams: list[str], consumer: str, pending: bool = False) -> list[Entry]:
-        """New entries for `consumer`, or with `pending` those it read before and did not
-        acknowledge. Each mailbox is in its own slot, so each is read on its own (one
-        round trip for all); nothing blocks: the mailboxes' bells say when to read."""
+        """New follow-ups for `consumer`, or with `pending` those it read before and did
+        not acknowledge."""
+        return [
+            Entry(stream, entry_id, orjson.loads(fields["m"]))
+            for stream, entry_id, fields in await self._rows(streams, consumer, pending)
+        ]
+
+    async def read_letters(
+        self, streams: list[str], consumer: str, pending: bool = False
+    ) -> list[Letter]:
+        """New letters in these command mailboxes for `consumer` (or, with `pending`,
+        those it read before and did not acknowledge)."""
+        return [
+            Letter(stream, entry_id, fields["c"])
+            for stream, entry_id, fields in await self._rows(streams, consumer, pending)
+        ]
+
+    async def _rows(
+        self, streams: list[str], consumer: str, pending: bool
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """Each mailbox is in its own slot, so each is read on its own (one round trip
+        for all); nothing blocks: the mailboxes' bells say when to read."""
         if not streams:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xreadgroup(GROUP, consumer, {stream: "0" if pending else ">"}, count=BATCH)
             answers = await pipe.execute()
-        entries = []
-        for answer in answers:
-            for stream, rows in answer or []:
-                for entry_id, fields in rows:
-                    if fields:  # a pending entry deleted meanwhile comes back without fields
-                        entries.append(Entry(stream, entry_id, orjson.loads(fields["m"])))
-        return entries
+        return [
+            (stream, entry_id, fields)
+            for answer in answers
+            for stream, rows in answer or []
+            for entry_id, fields in rows
+            # A pending entry deleted meanwhile comes back without fields.
+            if fields
+        ]
+
+    async def post_letters(self, letters: Sequence[tuple[str, str]]) -> None:
+        """Append letters to their command mailboxes and ring each mailbox's bell, in one
+        round trip (a bell follows its stream's entries on the same pipeline)."""
+        bells = [(keys.bell(stream), "1") for stream in sorted({s for s, _ in letters})]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, payload in letters:
+                pipe.xadd(stream, {"c": payload})
+            await self._execute_and_publish(pipe, bells)
+
+    async def answer(self, letters: Sequence[Letter], replies: Sequence[tuple[str, str]]) -> None:
+        """Acknowledge letters whose effect is stored, and send their replies, in one round
+        trip: a reply lost with Redis is a sender's timeout, never a second effect."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            self._queue_done(pipe, letters)
+            await self._execute_and_publish(pipe, replies)
+
+    async def _execute_and_publish(self, pipe: Any, messages: Sequence[tuple[str, str]]) -> None:
+        # A cluster's pipelines refuse PUBLISH (it has no slot): there each goes on its
+        # own, after the pipeline, side by side.
+        if not self.cluster:
+            for channel, payload in messages:
+                pipe.publish(channel, payload)
+        await pipe.execute()
+        if self.cluster and messages:
+            await asyncio.gather(*(self.client.publish(c, p) for c, p in messages))
 
     async def take_over(self, streams: list[str], consumer: str) -> int:
         """Make every entry pending in these mailboxes `consumer`'s, whoever read it
@@ -101,15 +166,19 @@ class MailboxStore:
         """Acknowledge entries whose effect is stored."""
         if not entries:
             return
+        async with self.client.pipeline(transaction=False) as pipe:
+            self._queue_done(pipe, entries)
+            await pipe.execute()
+
+    @staticmethod
+    def _queue_done(pipe: Any, entries: Sequence[Entry | Letter]) -> None:
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
             by_stream.setdefault(entry.stream, []).append(entry.entry_id)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, GROUP, *ids)
-                # Acknowledged entries are of no further use: keep the streams short.
-                pipe.xdel(stream, *ids)
-            await pipe.execute()
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            # Acknowledged entries are of no further use: keep the streams short.
+            pipe.xdel(stream, *ids)
 
     async def doorbell(self, streams: list[str]) -> Doorbell:
         bell = Doorbell(self.client.pubsub(ignore_subscribe_messages=True))
@@ -118,6 +187,9 @@ class MailboxStore:
 
     def streams(self, kind: str, shards: list[int]) -> list[str]:
         return [keys.mailbox(kind, shard) for shard in shards]
+
+    def command_streams(self, kind: str, shards: list[int]) -> list[str]:
+        return [keys.commands(kind, shard) for shard in shards]
 
     def queue_post(self, pipe: Any, posted: Sequence[tuple[str, bytes]]) -> None:
         """Add entries to a MULTI pipeline, so they commit with the change that causes them."""

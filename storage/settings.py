@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     # instead of holding a host's memory and every caller's time. Follow-ups are never
     # refused (they wait in the mailbox streams).
     entity_queue_limit: int = Field(200, ge=1)
+    # How a message reaches an entity's host: "mailbox", an entry in its shard's command
+    # stream that the owning host reads in batches and acknowledges once its effect is
+    # stored, the reply on the sender's own channel (`actors/mailroom.py`); or "ray", a
+    # Ray actor call to the host. The mailbox costs several times less CPU per message
+    # under load (`make bench-hop`) and survives the host's death; a host serves both.
+    entity_transport: Literal["mailbox", "ray"] = "mailbox"
+    # How long a sender waits for an entity's reply by mailbox before it answers 503;
+    # a command still unread then is dropped by its host unapplied.
+    mailbox_reply_timeout_s: float = Field(30.0, gt=0)
     # Host actors per kind that a deployment asks for; 0 keeps the layout the platform
     # has (`o2o hosts`), or the first time sizes the kind from the cluster: one host of
     # each kind per two CPUs of the nodes offering `o2o_hosts` (`actors/registry.py`).

@@ -228,7 +228,7 @@ def test_a_shop_order_is_ready_on_accept_and_offered_to_a_rider_at_once(login: L
 
 
 def test_a_host_dead_between_accepted_and_ready_still_makes_it_ready(
-    login: Login, store: redis.Redis
+    login: Login, store: redis.Redis, platform: Platform
 ) -> None:
     """The acceptance's own script posted the follow-up that makes the order ready: the
     restarted host reads it and does what its predecessor could not."""
@@ -242,7 +242,13 @@ def test_a_host_dead_between_accepted_and_ready_still_makes_it_ready(
     store.set(fault, 1)
     try:
         died = shop.post(f"/v1/merchant/orders/{order['id']}/accept")  # the host dies here
-        assert died.status_code == 503, died.text
+        if platform.settings.entity_transport == "mailbox" and died.status_code == 409:
+            # The accept's letter stayed in the shard's mailbox: the restarted host
+            # applied it again while the merchant still waited, and answered what that
+            # gives now that it was accepted (and made ready) before the crash.
+            assert died.json()["error"]["details"]["status"] in ("accepted", "ready")
+        else:
+            assert died.status_code == 503, died.text
         assert not store.exists(fault)
         eventually(
             lambda: status_of(world.customer, order["id"]) == "ready",

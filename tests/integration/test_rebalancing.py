@@ -46,14 +46,16 @@ class LocalDirectory(Directory):
         return LocalHandle(self.hosts[name])
 
 
-@pytest.fixture
+# Both ways a message reaches a host: a call (in-process here, as Ray's would be) and a
+# letter in the shard's command mailbox, which the shard's owner reads.
+@pytest.fixture(params=["ray", "mailbox"])
 async def setting(
-    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Settings, Any]]:
     # Hosts look at the layout every second in production; quicker here.
     monkeypatch.setattr(host_module, "LAYOUT_WATCH_S", 0.05)
     monkeypatch.setattr(host_module, "PENDING_PASS_S", 3600.0)
-    settings = Settings(redis_url=redis_server.url)
+    settings = Settings(redis_url=redis_server.url, entity_transport=request.param)
     client = connect(settings.effective_redis_url)
     await client.flushdb()
     yield settings, client

@@ -54,6 +54,7 @@ from cluster.launcher import haproxy_environment, raise_open_files_limit
 from domain.geo import Point, zone_of
 from storage.redis import connect_blocking
 from storage.server import EmbeddedRedis, free_port
+from storage.settings import Settings
 from tests.e2e.conftest import Api, owner_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -362,13 +363,19 @@ def services(work: Path) -> Iterator[Services]:
         redis.stop()
 
 
+# The test speaks through a few tokens.
+LIMIT = "100000/minute"
+
+
 def node_env(work: Path, name: str, services: Services, extra: dict[str, str]) -> dict[str, str]:
     # Serve writes each node's HAProxy files in <this>/<node id, 56 characters>/: with
     # /tmp/o2o-mn-XXXXXXXX/ in front, the admin socket's path is 90 bytes (limit 97).
     hap = work / name.upper()
     hap.mkdir()
     env = cli_env(ray=True)
-    env.update(haproxy_environment(hap, True, 4096))
+    # HAProxy refuses a caller past twice the replicas' limits: the session's, below.
+    limits = {f"rate_limit_{route}": LIMIT for route in ("place", "write", "read", "auth")}
+    env.update(haproxy_environment(hap, True, 4096, settings=Settings(**limits)))
     env.update(
         {
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -380,10 +387,7 @@ def node_env(work: Path, name: str, services: Services, extra: dict[str, str]) -
             # Lost notifications are found within a second.
             "O2O_PAYMENT_POLL_S": "1",
             # The test speaks through a few tokens.
-            "O2O_RATE_LIMIT_PLACE": "100000/minute",
-            "O2O_RATE_LIMIT_WRITE": "100000/minute",
-            "O2O_RATE_LIMIT_READ": "100000/minute",
-            "O2O_RATE_LIMIT_AUTH": "100000/minute",
+            **{f"O2O_{name.upper()}": value for name, value in limits.items()},
             # A replica the autoscaler removes is gone within seconds.
             "O2O_API_DRAIN_TIMEOUT_S": "10",
             # The session's few customers place hundreds of orders within the hour: a
