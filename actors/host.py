@@ -163,6 +163,7 @@ class EntityHost:
         self._watching = False
         self.epoch = -1
         self._mail_stopping = False
+        self._closed = False
         self._mail: asyncio.Task[None] | None = None
         # The command mailboxes' reader, the letters it started and has not answered,
         # and the answers waiting for the next round trip (`actors/mailroom.py`).
@@ -231,7 +232,7 @@ class EntityHost:
         return shard in self._owned
 
     async def _watch_layout(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 layout = await self.layouts.read(self.KIND, self.layout.count)
                 if layout.epoch != self.epoch:
@@ -314,6 +315,8 @@ class EntityHost:
         )
 
     def _start_mail(self) -> None:
+        if self._closed:
+            return
         loop = asyncio.get_running_loop()
         self._mail_stopping = False
         if self._mail is None or self._mail.done():
@@ -497,6 +500,8 @@ class EntityHost:
 
     async def close(self) -> None:
         """Stop the host's loops and let its connections go (tests; Ray kills hosts)."""
+        # Nothing starts again after this, whatever was under way.
+        self._closed = self._mail_stopping = True
         for task in (self._mail, self._letters, *self._loops):
             if task is not None:
                 task.cancel()

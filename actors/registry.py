@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import ray
@@ -134,6 +136,24 @@ async def _retire(kind: str, layout: Layout, store: LayoutStore) -> None:
                 ray.kill(handle, no_restart=True)
 
 
+@asynccontextmanager
+async def deploying(
+    settings: Settings, client: RedisClient | None = None
+) -> AsyncIterator[LayoutStore]:
+    """The host layout's store, held under the deploy lock: one process changes the hosts
+    at a time (its own client, closed after, unless one is given)."""
+    own = client is None
+    client = client if client is not None else connect(settings.effective_redis_url, 4)
+    try:
+        async with client.lock(
+            keys.host_deploy_lock(), timeout=DEPLOY_LOCK_S, blocking_timeout=DEPLOY_LOCK_S
+        ):
+            yield LayoutStore(client)
+    finally:
+        if own:
+            await client.aclose()
+
+
 async def ensure_hosts(settings: Settings, client: RedisClient | None = None) -> dict[str, Layout]:
     """Every host of the deployment, with its settings, under the layout it names.
 
@@ -141,29 +161,20 @@ async def ensure_hosts(settings: Settings, client: RedisClient | None = None) ->
     time, is sized from the cluster); a count named changes the layout, and the hosts
     hand the moved shards over. One process does this at a time (a Redis lock), so
     replicas starting together do not replace each other's hosts."""
-    own = client is None
-    client = client if client is not None else connect(settings.effective_redis_url, 4)
-    store = LayoutStore(client)
-    try:
-        async with client.lock(
-            keys.host_deploy_lock(), timeout=DEPLOY_LOCK_S, blocking_timeout=DEPLOY_LOCK_S
-        ):
-            layouts = {}
-            for kind in KINDS:
-                asked = configured_hosts(kind, settings)
-                current = await store.read(kind, 0)
-                if asked > 0:
-                    layout = await store.write(kind, asked, current.pins)
-                else:
-                    layout = await store.write(kind, cluster_sized(), keep=True)
-                done = [await _ensure(kind, i, settings) for i in range(layout.count)]
-                await _retire(kind, layout, store)
-                log.info("%s hosts: %s (epoch %d)", kind, done, layout.epoch)
-                layouts[kind] = layout
-            return layouts
-    finally:
-        if own:
-            await client.aclose()
+    async with deploying(settings, client) as store:
+        layouts = {}
+        for kind in KINDS:
+            asked = configured_hosts(kind, settings)
+            current = await store.read(kind, 0)
+            if asked > 0:
+                layout = await store.write(kind, asked, current.pins)
+            else:
+                layout = await store.write(kind, cluster_sized(), keep=True)
+            done = [await _ensure(kind, i, settings) for i in range(layout.count)]
+            await _retire(kind, layout, store)
+            log.info("%s hosts: %s (epoch %d)", kind, done, layout.epoch)
+            layouts[kind] = layout
+        return layouts
 
 
 async def _deployed_settings(kind: str) -> Settings:
@@ -178,36 +189,22 @@ async def add_host(kind: str, count: int) -> Layout:
     """Run `count` hosts of a kind from now on: the new ones start with the settings the
     running ones have, then the layout changes and the moved shards are handed over."""
     settings = await _deployed_settings(kind)
-    client = connect(settings.effective_redis_url, 4)
-    store = LayoutStore(client)
-    try:
-        async with client.lock(
-            keys.host_deploy_lock(), timeout=DEPLOY_LOCK_S, blocking_timeout=DEPLOY_LOCK_S
-        ):
-            current = await store.read(kind, 1)
-            for index in range(count):
-                await _ensure(kind, index, settings)
-            layout = await store.write(kind, count, current.pins)
-            await _retire(kind, layout, store)
-            return layout
-    finally:
-        await client.aclose()
+    async with deploying(settings) as store:
+        current = await store.read(kind, 1)
+        for index in range(count):
+            await _ensure(kind, index, settings)
+        layout = await store.write(kind, count, current.pins)
+        await _retire(kind, layout, store)
+        return layout
 
 
 async def dedicate_host(kind: str, entity_id: str) -> Layout:
     """Give the shard of one entity (a hot merchant) a host of its own: a new host, to
     which that shard alone moves. The other entities of the same shard go with it."""
     settings = await _deployed_settings(kind)
-    client = connect(settings.effective_redis_url, 4)
-    store = LayoutStore(client)
-    try:
-        async with client.lock(
-            keys.host_deploy_lock(), timeout=DEPLOY_LOCK_S, blocking_timeout=DEPLOY_LOCK_S
-        ):
-            current = await store.read(kind, 1)
-            shard = shard_for(kind, entity_id)
-            index = current.count
-            await _ensure(kind, index, settings)
-            return await store.write(kind, index + 1, {**current.pins, shard: index})
-    finally:
-        await client.aclose()
+    async with deploying(settings) as store:
+        current = await store.read(kind, 1)
+        shard = shard_for(kind, entity_id)
+        index = current.count
+        await _ensure(kind, index, settings)
+        return await store.write(kind, index + 1, {**current.pins, shard: index})
