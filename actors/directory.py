@@ -447,7 +447,7 @@ class Directory:
         `timeout_s` (the mailroom's own bound: then 503) once Redis has the letter. An
         exception the host raised on it is raised here, as a Ray call raises it."""
         assert self.mailroom is not None
-        letter = await self.mailroom.post(kind, shard_for(kind, entity_id), message)
+        letter = await self.mailroom.post(kind, shard_for(kind, entity_id), message, timeout_s)
         if timeout_s is None:
             try:
                 reply = await self.mailroom.wait(letter, self.mailroom.timeout_s)

@@ -120,14 +120,19 @@ class Mailroom:
         except TimeoutError:
             return unanswered()
 
-    async def post(self, kind: str, shard: int, message: object) -> Posted:
+    async def post(
+        self, kind: str, shard: int, message: object, timeout_s: float | None = None
+    ) -> Posted:
         """The message in the shard's command mailbox: returns once Redis has it (or
-        raises what Redis raised), with the letter to `wait` on."""
+        raises what Redis raised), with the letter to `wait` on for `timeout_s` at most
+        (the mailroom's bound by default). A letter its host reads after that is dropped
+        unapplied: its sender has answered 503, and that 503 then means "not done"
+        unless the letter was already under way."""
         await self._listen()
         loop = asyncio.get_running_loop()
         posted = Posted(f"{next(self._ids):x}", loop.create_future(), loop.create_future())
         self._waiting[posted.request_id] = posted.reply
-        deadline = time.time() + self.timeout_s
+        deadline = time.time() + (self.timeout_s if timeout_s is None else timeout_s)
         body = encode((posted.request_id, self.channel, deadline, message))
         self._outgoing.append((posted, keys.commands(kind, shard), body))
         if not self._flushing:
