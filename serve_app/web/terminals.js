@@ -234,20 +234,32 @@ async function loadMenu() {
     const menu = await call("GET", `/v1/merchants/${encodeURIComponent(c.merchant.id)}/menu`, {
       token: c.token,
     });
-    // What the customer typed is read once the menu is back, not before: typing goes
-    // on while it loads, and the new rows must keep the latest.
-    const typed = new Map(
-      [...c.section.querySelectorAll(".items input")].map((i) => [i.dataset.item, i.value]),
-    );
     c.menuVersion = menu.menu_version;
+    const list = part(c.section, ".items");
+    // The same items keep their rows and inputs: a row replaced while the customer types
+    // into it would drop the keystrokes (and the focus) of what they were typing.
+    const shown = [...list.querySelectorAll("input")].map((i) => i.dataset.item);
+    if (shown.join("\n") === menu.items.map((item) => item.id).join("\n")) {
+      menu.items.forEach((item, at) => {
+        const row = list.children[at];
+        const soldOut = !item.available || item.stock <= 0;
+        row.className = soldOut ? "sold-out" : "";
+        row.querySelector(".grow").textContent = item.name;
+        row.querySelector("input").setAttribute("aria-label", `how many ${item.name}`);
+        row.querySelector(".price").textContent = fen(item.price_fen);
+        row.querySelector(".stock").textContent = soldOut ? " sold out" : ` ${item.stock} left`;
+      });
+      return;
+    }
+    const typed = new Map([...list.querySelectorAll("input")].map((i) => [i.dataset.item, i.value]));
     const rows = menu.items.map((item) => {
       const soldOut = !item.available || item.stock <= 0;
       return el(
         "li",
         { class: soldOut ? "sold-out" : "" },
         el("span", { class: "grow" }, item.name),
-        el("span", {}, fen(item.price_fen)),
-        el("span", { class: "muted small" }, soldOut ? " sold out" : ` ${item.stock} left`),
+        el("span", { class: "price" }, fen(item.price_fen)),
+        el("span", { class: "stock muted small" }, soldOut ? " sold out" : ` ${item.stock} left`),
         el("input", {
           type: "number",
           min: "0",
@@ -258,7 +270,7 @@ async function loadMenu() {
         }),
       );
     });
-    part(c.section, ".items").replaceChildren(...rows);
+    list.replaceChildren(...rows);
   } catch (err) {
     customerError(err);
   }
@@ -294,8 +306,10 @@ async function placeOrder() {
     showOrder();
     loadMenu();
   } catch (err) {
+    // The fresh menu first, then the reason: rows replaced under the customer's hands
+    // would drop what they type in answer to it.
+    if (err.code === "price_changed" || err.code === "out_of_stock") await loadMenu();
     customerError(err);
-    if (err.code === "price_changed" || err.code === "out_of_stock") loadMenu();
   }
 }
 
