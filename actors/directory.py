@@ -30,7 +30,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError
 
-from actors.mailroom import Mailroom, unanswered
+from actors.mailroom import Mailroom
 from domain import commands as c
 from domain import reactions as r
 from domain.dispatch import Dispatch
@@ -447,13 +447,11 @@ class Directory:
         `timeout_s` (the mailroom's own bound: then 503) once Redis has the letter. An
         exception the host raised on it is raised here, as a Ray call raises it."""
         assert self.mailroom is not None
-        letter = await self.mailroom.post(kind, shard_for(kind, entity_id), message, timeout_s)
+        shard = shard_for(kind, entity_id)
         if timeout_s is None:
-            try:
-                reply = await self.mailroom.wait(letter, self.mailroom.timeout_s)
-            except TimeoutError:
-                return unanswered()
+            reply = await self.mailroom.send(kind, shard, message)
         else:
+            letter = await self.mailroom.post(kind, shard, message, timeout_s)
             reply = await self.mailroom.wait(letter, timeout_s)
         if isinstance(reply, BaseException) and not isinstance(reply, DomainError):
             raise reply

@@ -13,8 +13,12 @@ client), each customer well inside its own limit. Then:
 (b) a slow merchant: the 16th merchant's entity made slow on purpose (every
     placement to it held `--slow-s` on its host, past the replica's bound on waiting
     for a merchant), with one more customer placing to it. Printed: the others'
-    placement p99 without and with the slow merchant (target: within 20%), and the
-    slow merchant's answers (503 merchant_unavailable, their latency);
+    placement p99 without and with the slow merchant (target: within 20%), each side
+    two runs of half the duration, taken in the order without, with, with, without, and
+    the slow merchant's answers (503 merchant_unavailable, their latency). The others
+    place `--rate-b` orders a second here, half of (a)'s: at 100 a second these 2
+    cores are nearly saturated, and the p99 of two 10 s runs with nobody slow differs
+    by up to 3x (37 to 119 ms), which would drown what this part measures;
 (c) a replica drain, on a second platform of two API replicas: a quarter into the
     others' run the app is deployed again with one replica. Each `serve.run` is a new
     code version to Serve 2.60 (no `version` option: `client.py` draws a random one),
@@ -31,7 +35,7 @@ Latency is measured by the client from the send to the last byte. wrk and the pa
 client share the machine's cores with the platform. Writes bench/isolation.json.
 
     python -m loadtests.bench_isolation [--duration 20] [--flood-connections 512]
-        [--rate 100] [--slow-s 5] [--haproxy-factor 0] [--parts abc]
+        [--rate 100] [--rate-b 50] [--slow-s 5] [--haproxy-factor 0] [--parts abc]
 """
 
 from __future__ import annotations
@@ -124,7 +128,7 @@ async def paced(config: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(stream(s) for s in config["streams"]))
         if tasks:
             await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT_S + 5)
-    return {label: summary(rows) for label, rows in answers.items()}
+    return answers
 
 
 def summary(rows: list[tuple[float, float, str]]) -> dict[str, Any]:
@@ -144,6 +148,17 @@ def summary(rows: list[tuple[float, float, str]]) -> dict[str, Any]:
 
 
 def run_paced(work: Path, url: str, duration_s: float, streams: list[Stream]) -> dict[str, Any]:
+    """Each stream's summary after a paced run of `duration_s`."""
+    return {
+        label: summary(rows)
+        for label, rows in paced_answers(work, url, duration_s, streams).items()
+    }
+
+
+def paced_answers(
+    work: Path, url: str, duration_s: float, streams: list[Stream]
+) -> dict[str, list[tuple[float, float, str]]]:
+    """Each stream's answers (sent at, ms, outcome), from the paced client's own process."""
     config, out = work / "paced.json", work / "paced-out.json"
     config.write_text(json.dumps({"url": url, "duration_s": duration_s, "streams": streams}))
     subprocess.run(
@@ -151,8 +166,10 @@ def run_paced(work: Path, url: str, duration_s: float, streams: list[Stream]) ->
         check=True,
         timeout=duration_s + REQUEST_TIMEOUT_S + PACED_SLACK_S,
     )
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
+    answers: dict[str, list[tuple[float, float, str]]] = {
+        label: [tuple(row) for row in rows] for label, rows in json.loads(out.read_text()).items()
+    }
+    return answers
 
 
 # -- the flood: wrk, counting answers by status ----------------------------------------
@@ -296,6 +313,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--flood-connections", type=int, default=512)
     parser.add_argument("--rate", type=float, default=100.0, help="the others' placements/s")
+    parser.add_argument(
+        "--rate-b", type=float, default=50.0, help="the others' placements/s in (b)"
+    )
     parser.add_argument("--slow-s", type=float, default=5.0)
     parser.add_argument(
         "--haproxy-factor",
@@ -323,7 +343,12 @@ def main() -> None:
     flooded: dict[str, Any] = {}
     healthy: dict[str, Any] = {"others": {}, "slow": {}}
     slowed: dict[str, Any] = {"others": {}, "slow": {}}
-    with fresh_platform("o2o-isolation-", fault_injection=True, **limits) as platform:
+    # Nobody pays these orders, and the provider is asked about each unpaid one at about
+    # its own age: the poller's work grows through the run and would weigh on whichever
+    # rows come later. It is not what is measured here, so it waits an hour.
+    with fresh_platform(
+        "o2o-isolation-", fault_injection=True, payment_poll_s=3600.0, **limits
+    ) as platform:
         work, url, s = platform.run_dir, platform.url, platform.settings
         _, bodies = prepare(url)
         others_bodies, slow_body = bodies[:-1], bodies[-1]
@@ -332,6 +357,7 @@ def main() -> None:
         flooder, slow_fan = tokens(url, "customer", ["c_flood", "c_slow_fan"])
         others: Stream = {"label": "others", "rate": args.rate, "tokens": quiet}
         others["bodies"] = others_bodies
+        beside_slow: Stream = {**others, "rate": args.rate_b}
         # One customer at half its limit.
         fan: Stream = {"label": "slow", "rate": 5.0, "tokens": [slow_fan], "bodies": [slow_body]}
         run_paced(work, url, 3, [others])  # warm-up
@@ -346,24 +372,32 @@ def main() -> None:
             beside = {**paced_beside["others"], "cpu_share": cpu_beside}
             flooded = flood_result(flood, d + 2)
 
-        # (b) a slow merchant.
+        # (b) a slow merchant: without, with, with, without, half the duration each, so
+        # that the machine's drift over the minute falls on both sides alike.
         if "b" in args.parts:
             store = redis.Redis.from_url(s.effective_redis_url)
             fault = keys.fault(slow_merchant_fault(slow_merchant))
-            healthy = run_paced(work, url, d, [others, fan])
+            without = paced_answers(work, url, d / 2, [beside_slow, fan])
             store.set(fault, str(args.slow_s))
             try:
-                slowed = run_paced(work, url, d, [others, fan])
+                held = paced_answers(work, url, d / 2, [beside_slow, fan])
+                for label, rows in paced_answers(work, url, d / 2, [beside_slow, fan]).items():
+                    held[label] += rows
             finally:
                 store.delete(fault)
-            store.close()
             # Let the slow merchant's held placements finish and its breaker close.
             time.sleep(args.slow_s + s.merchant_breaker_open_s)
+            for label, rows in paced_answers(work, url, d / 2, [beside_slow, fan]).items():
+                without[label] += rows
+            store.close()
+            healthy = {label: summary(rows) for label, rows in without.items()}
+            slowed = {label: summary(rows) for label, rows in held.items()}
 
     drained = drain_run(d, args.rate) if "c" in args.parts else {}
     results = {
         "duration_s": d,
         "rate_per_s": args.rate,
+        "rate_b_per_s": args.rate_b,
         "settings": {
             **limits,
             "shed_max_in_flight": s.shed_max_in_flight,
@@ -389,7 +423,10 @@ def main() -> None:
 def report(r: dict[str, Any], connections: int) -> None:
     d, rate = r["duration_s"], r["rate_per_s"]
     factor = r["settings"]["rate_limit_haproxy_factor"]
-    print(f"\nthe others: {CUSTOMERS} customers, {rate:.0f} placements/s (open loop), {d} s each")
+    print(
+        f"\nthe others: {CUSTOMERS} customers, {rate:.0f} placements/s in (a) and (c), "
+        f"{r['rate_b_per_s']:.0f}/s in (b) (open loop), {d} s each"
+    )
     print(f"HAProxy's own limits: {f'{factor:g}x the replicas' if factor > 0 else 'off'}\n")
     print("| run | others' requests | others' outcomes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|")
