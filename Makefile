@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation bench-promotions bench-hop chaos clean test-cluster test-multinode chaos-cluster
+.PHONY: install run test lint unit bench bench-frontdoor bench-sync bench-nearby bench-memory bench-isolation bench-promotions bench-hop bench-positions chaos clean test-cluster test-multinode chaos-cluster
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -95,6 +95,10 @@ bench-promotions: $(STAMP)
 # One request to an entity host: a Ray actor call beside a mailbox hop, CPU per message.
 bench-hop: $(STAMP)
 	$(BIN)/python -m loadtests.bench_mailbox_hop
+
+# Riders' positions, the busiest write of a city: 10,000 riders, each every 3 s.
+bench-positions: $(STAMP) /usr/bin/wrk
+	$(BIN)/python -m loadtests.bench_positions
 
 # Kills each part of a running platform under load and prints what it cost.
 chaos: $(STAMP)

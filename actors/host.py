@@ -169,7 +169,9 @@ class EntityHost:
         # and the answers waiting for the next round trip (`actors/mailroom.py`).
         self._letters: asyncio.Task[None] | None = None
         self._letters_running: set[tuple[str, str]] = set()
-        self._answers: list[tuple[Letter, tuple[str, str] | None]] = []
+        # Letters done and not yet acknowledged, each with its sender's channel and
+        # (request id, reply), or None when it was dropped unapplied.
+        self._answers: list[tuple[Letter, tuple[str, tuple[str, Any]] | None]] = []
         self._answering: asyncio.Task[None] | None = None
         # The host's own background loops (deadlines, expiries, polls), for `close`.
         self._loops: list[asyncio.Task[None] | None] = []
@@ -431,7 +433,7 @@ class EntityHost:
         task.add_done_callback(self._background.discard)
 
     async def _answer_letter(self, letter: Letter) -> None:
-        reply_to: tuple[str, str] | None = None
+        reply_to: tuple[str, tuple[str, Any]] | None = None
         try:
             opened = open_letter(letter.payload)
         except Exception as err:
@@ -444,8 +446,7 @@ class EntityHost:
                     reply: Any = (await self.handle([opened.message]))[0]
                 except Exception as err:
                     reply = sendable([err])[0]
-                answer = (opened.request_id, reply)
-                reply_to = (opened.reply_to, reply_payload([answer]))
+                reply_to = (opened.reply_to, (opened.request_id, reply))
             # Else its sender has answered 503 already: the letter is dropped unapplied.
         self._answers.append((letter, reply_to))
         if self._answering is None:
@@ -457,10 +458,15 @@ class EntityHost:
         try:
             while self._answers:
                 batch, self._answers = self._answers, []
+                # One message per sender: a replica waiting on many letters parses one.
+                by_sender: dict[str, list[tuple[str, Any]]] = {}
+                for _, reply_to in batch:
+                    if reply_to is not None:
+                        by_sender.setdefault(reply_to[0], []).append(reply_to[1])
                 try:
                     await self.mailboxes.answer(
                         [letter for letter, _ in batch],
-                        [reply for _, reply in batch if reply is not None],
+                        [(sender, reply_payload(pairs)) for sender, pairs in by_sender.items()],
                     )
                 except Exception as err:
                     # Left pending: the next pending pass runs them again (idempotent).

@@ -109,6 +109,9 @@ class MerchantHost(EntityHost):
         # its merchants' orders, and every write is guarded by the order's version, so
         # a copy here saves a read per command and a stale one fails safe.
         self._orders: OrderedDict[str, Order] = OrderedDict()
+        # New orders not yet counted for the metrics: counted once per turn of the loop,
+        # since letters arrive one by one (the counts are the dashboard's, not money).
+        self._uncounted: list[NewOrder] = []
         # Paid orders may be waiting on this host's merchants from before a restart, so
         # their deadlines are watched from the start.
         self.every(ACCEPT_DEADLINE_CHECK_S, "checking accept deadlines", self.reject_unanswered)
@@ -116,7 +119,7 @@ class MerchantHost(EntityHost):
         self.start()
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
-        """As every host, with the new orders of the batch counted once for the metrics."""
+        """As every host, with the new orders of the turn counted once for the metrics."""
         new_orders: list[NewOrder] = []
 
         async def one(message: Message) -> Reply:
@@ -137,8 +140,15 @@ class MerchantHost(EntityHost):
             *(self.owned(m, one) for m in batch), return_exceptions=True
         )
         if new_orders:
-            self.spawn(self.metrics.count_new_orders(new_orders), "count new orders")
+            if not self._uncounted:
+                self.spawn(self._count_new_orders(), "count new orders")
+            self._uncounted += new_orders
         return sendable(replies)
+
+    async def _count_new_orders(self) -> None:
+        await asyncio.sleep(0)  # whatever else this turn placed
+        counted, self._uncounted = self._uncounted, []
+        await self.metrics.count_new_orders(counted)
 
     def entity_of(self, message: Message) -> str | None:
         match message:

@@ -26,7 +26,9 @@ After its first loop, the single server's platform (HAProxy front door) also giv
   machine one run of either drifts by about 15%, and the ratio of the two is taken
   round by round so that a slow minute slows both sides of it;
 - order read: `GET /v1/orders/{id}` while placement runs at full speed beside it;
-then the resident memory of every process the run started. wrk and the loop driver
+the floor's and placement's rounds each with the CPU milliseconds per answered request
+of every process (utime + stime from `/proc` before and after the round); then the
+resident memory of every process the run started. wrk and the loop driver
 share the two cores with the platform; their CPU share is reported beside each figure.
 Writes bench/results.json (`full_loop`, `full_loop_cluster`, `full_loop_cluster_wait_1`,
 each with its runs in `rounds`; `full_loop_runs` in the order they ran) and
@@ -87,6 +89,7 @@ Row = dict[str, Any]
 # The rows every run has, whatever else it started.
 VALKEY = "valkey-server"
 DRIVER = "python -m loadtests.full_loop"
+BENCH = "python -m loadtests.bench (Ray driver)"
 # What the driver says on stdout at the ends of the window its CPU figures cover.
 WINDOW_START = "o2o-bench: customers start"
 WINDOW_END = "o2o-bench: customers done"
@@ -173,7 +176,7 @@ def full_loop(url: str, concurrency: int, duration_s: int, work: Path) -> dict[s
         stdout=subprocess.PIPE,
         text=True,
     )
-    labels = {os.getpid(): "python -m loadtests.bench (Ray driver)", driver.pid: DRIVER}
+    labels = {os.getpid(): BENCH, driver.pid: DRIVER}
     watchdog = threading.Timer(duration_s + 600, driver.kill)
     watchdog.start()
     before: dict[int, tuple[str, float]] = {}
@@ -386,8 +389,8 @@ def wrk_rows(platform: Platform, args: argparse.Namespace) -> dict[str, Any]:
     floors: list[Row] = []
     placements: list[Row] = []
     for _ in range(args.rounds):
-        floors.append(run_wrk(f"{url}/v1/health/live", d, c, None))
-        placements.append(run_wrk(url, d, c, place))
+        floors.append(costed(lambda: run_wrk(f"{url}/v1/health/live", d, c, None), d))
+        placements.append(costed(lambda: run_wrk(url, d, c, place), d))
     read = read_script(work / "read.lua", token, placed_orders(url, token))
     beside: dict[str, Any] = {}
     writer = threading.Thread(target=lambda: beside.update(run_wrk(url, d, c, place)), daemon=True)
@@ -410,6 +413,33 @@ def wrk_rows(platform: Platform, args: argparse.Namespace) -> dict[str, Any]:
         "place_order_beside_reads": beside,
         "memory_mib": memory(os.getpid()),
     }
+
+
+def costed(run: Callable[[], Row], duration_s: int) -> Row:
+    """A wrk row with the CPU each process of the platform spent during it, in ms per
+    request answered (wrk itself apart: it is gone by the second count)."""
+    labels = {os.getpid(): BENCH}
+    before = cpu_by_pid(labels)
+    row = run()
+    after = cpu_by_pid(labels)
+    spent: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        if pid in before:
+            spent[label] = spent.get(label, 0.0) + seconds - before[pid][1]
+    requests = max(1.0, row["requests_per_s"] * duration_s)
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    row["cpu_ms_per_request"] = {
+        "total": round(1000 * sum(spent.values()) / requests, 3),
+        **{label: round(1000 * seconds / requests, 3) for label, seconds in ranked},
+    }
+    return row
+
+
+def cpu_line(name: str, row: Row) -> str:
+    """The CPU per request of a wrk row: its total and the processes that spent most."""
+    cpu = row["cpu_ms_per_request"]
+    top = [(k, v) for k, v in cpu.items() if k != "total" and v >= 0.01][:6]
+    return f"{name}: {cpu['total']:.2f} ms (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
 
 
 def side_by_side(loops: dict[Column, dict[str, Any]]) -> list[str]:
@@ -586,6 +616,9 @@ def main() -> None:
             f"{r['requests_per_s']:.0f}/s p99 {r['p99_ms']:.1f}" for r in row["rounds"]
         )
         print(f"{name} rounds: {each}")
+    print("CPU ms per request, every process (the median round):")
+    for name, row in (("floor", floor), ("placement", placement)):
+        print(f"  {cpu_line(name, row)}")
     print(
         f"\nplacement / floor: {results['place_to_floor_ratio']:.1%} (median of the rounds); "
         f"full-loop failures: {loop['failures']}\n"

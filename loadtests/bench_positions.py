@@ -25,11 +25,13 @@ stored positions; after it, for the same sample, whether the stored position is 
 last one the rider sent, and how long after the send the host recorded it.
 
 CPU per position is each platform process's CPU over the run divided by the positions
-accepted. Then, with `--wrk-seconds` > 0, a closed loop at the most wrk gets through
+accepted; beside it, how busy the machine's cores were with every process, since
+another benchmark on the same two cores moves every figure here. `--replicas` runs
+that many API replicas. Then, with `--wrk-seconds` > 0, a closed loop at the most wrk gets through
 the same connections, tokens rotating. Writes bench/positions.json.
 
     python -m loadtests.bench_positions [--riders 10000] [--interval-s 3] [--duration 30]
-        [--connections 64] [--sample 200] [--wrk-seconds 10]
+        [--connections 64] [--replicas 1] [--sample 200] [--wrk-seconds 10]
 """
 
 from __future__ import annotations
@@ -257,8 +259,20 @@ def summarise(
         "late_p99_ms": round(percentile(lateness, 0.99), 1),
         "late_max_ms": round(max(lateness, default=0.0), 1),
         "sent_by_second": dict(sorted(Counter(int(at) for at, *_ in rows).items())),
+        # Whether the tail is the run's start (zones and connections warming) or all of it.
+        "p99_ms_by_5s": {
+            f"{5 * k}-{5 * k + 5}": round(percentile(v, 0.99), 1)
+            for k, v in sorted(by_window(rows).items())
+        },
         "client_cores": round(client_cpu_s / took_s, 2),
     }
+
+
+def by_window(rows: list[tuple[float, float, float, str]]) -> dict[int, list[float]]:
+    windows: dict[int, list[float]] = {}
+    for due, late, ms, _ in rows:
+        windows.setdefault(int((due + late / 1000) // 5), []).append(ms)
+    return windows
 
 
 def run_client(work: Path, phase: str, config: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -313,13 +327,25 @@ def grouped(before: dict[str, float], after: dict[str, float]) -> dict[str, floa
 
 
 def per_position(
-    cpu: dict[str, float], seconds: float, positions: int, machine_s: float
+    before: dict[str, float],
+    after: dict[str, float],
+    seconds: float,
+    positions: int,
+    machine_s: float,
 ) -> dict[str, Any]:
+    cpu = grouped(before, after)
+    spent = {label: after[label] - before.get(label, 0.0) for label in after}
     return {
         "cpu_ms_per_position": {k: round(v * 1000 / max(positions, 1), 3) for k, v in cpu.items()},
         "cores": {k: round(v / seconds, 2) for k, v in cpu.items()},
         "machine_cores_busy": round(machine_s / seconds, 2),
         "load_average_1m": round(psutil.getloadavg()[0], 1),
+        # Every process by what it is, the busiest first: where "every other" goes.
+        "cpu_ms_per_position_by_process": {
+            label: round(v * 1000 / max(positions, 1), 3)
+            for label, v in sorted(spent.items(), key=lambda kv: -kv[1])
+            if v > 0.01 * seconds
+        },
     }
 
 
@@ -432,7 +458,7 @@ def closed_loop(
     result = run_wrk(url, args.wrk_seconds, args.connections, script)
     after, wall = platform_cpu(), time.monotonic() - started
     positions = int(result["requests_per_s"] * args.wrk_seconds) - result["non_2xx"]
-    return result | per_position(grouped(before, after), wall, positions, machine_busy() - busy)
+    return result | per_position(before, after, wall, positions, machine_busy() - busy)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -444,6 +470,7 @@ def main() -> None:
     parser.add_argument("--interval-s", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--replicas", type=int, default=1, help="API replicas")
     parser.add_argument("--sample", type=int, default=200, help="riders checked for freshness")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="0: no closed-loop row")
     parser.add_argument("--seed", type=int, default=11)
@@ -462,7 +489,7 @@ def main() -> None:
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
-    with fresh_platform("o2o-positions-") as platform:
+    with fresh_platform("o2o-positions-", api_replicas=args.replicas) as platform:
         work, url, s = platform.run_dir, platform.url, platform.settings
         rider_ids = [f"r_pos_{i}" for i in range(args.riders)]
         signed = time.monotonic()
@@ -523,7 +550,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         }
         store.close()
         driven |= per_position(
-            grouped(timing["before"], after),
+            timing["before"],
+            after,
             wall,
             max(int(driven["accepted"]), 1),
             busy - timing["busy"],
@@ -535,6 +563,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "interval_s": args.interval_s,
         "duration_s": args.duration,
         "connections": args.connections,
+        "api_replicas": args.replicas,
         "tokens_signed_s": round(signed_s, 2),
         "online": online,
         "open_loop": driven,
@@ -547,7 +576,8 @@ def report(r: dict[str, Any]) -> None:
     o, f, w, on = r["open_loop"], r["freshness"], r["closed_loop_wrk"], r["online"]
     print(
         f"\n{r['riders']} riders every {r['interval_s']:g} s for {r['duration_s']:g} s, "
-        f"{r['connections']} connections; online in {on['seconds']} s ({on['per_s']}/s, "
+        f"{r['connections']} connections, {r['api_replicas']} API replica(s); "
+        f"online in {on['seconds']} s ({on['per_s']}/s, "
         f"{', '.join(f'{k}: {v}' for k, v in on['outcomes'].items())})\n"
     )
     wrk_rate = f"{w['requests_per_s']:.0f}" if w else "-"
@@ -610,6 +640,10 @@ def report(r: dict[str, Any]) -> None:
     print("|---|---|---|")
     for name, a, b in rows:
         print(f"| {name} | {a} | {b} |")
+    print(
+        "\nopen loop p99 ms by 5 s of the run (when sent): "
+        + ", ".join(f"{k} s: {v:.0f}" for k, v in o["p99_ms_by_5s"].items())
+    )
     print(f"\nfreshness, {f['sample']} riders sampled ({f['online']} online after the run):\n")
     print("| figure | value |")
     print("|---|---|")

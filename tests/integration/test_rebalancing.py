@@ -111,8 +111,13 @@ async def test_a_new_host_takes_only_its_shards_and_no_message_is_lost(
         follow_up = r.to_wire(
             r.Accept(keys.new_order_id(moved_merchant, "gone"), moved_merchant, 5)
         )
-        await client.xadd(stream, {"m": orjson.dumps(follow_up)})
-        assert await client.xreadgroup(GROUP, first.name, {stream: ">"})
+        # Added and read in one transaction: the host's own reads, now and then, must not
+        # take it in between and apply it.
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xadd(stream, {"m": orjson.dumps(follow_up)})
+            pipe.xreadgroup(GROUP, first.name, {stream: ">"})
+            _, read = await pipe.execute()
+        assert read
 
         # Menu changes for every merchant keep coming while the layout changes.
         async def change(round_: int) -> list[Any]:
