@@ -22,7 +22,7 @@ from storage.mailboxes import GROUP, MailboxStore
 from storage.redis import connect
 from storage.server import EmbeddedRedis
 from storage.settings import Settings
-from tests.integration.test_rebalancing import profile
+from tests.integration.test_rebalancing import profile, until
 
 
 @pytest.fixture
@@ -37,14 +37,6 @@ async def setting(
     yield settings, client
     await client.flushdb()
     await client.aclose()
-
-
-async def until(check: Any, what: str, timeout_s: float = 10) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_a_letter_its_dead_host_read_is_applied_by_the_restart_while_its_sender_waits(

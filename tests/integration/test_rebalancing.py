@@ -73,12 +73,19 @@ def profile(merchant_id: str) -> dict[str, Any]:
     }
 
 
-async def settled(host: MerchantHost, epoch: int) -> None:
-    for _ in range(200):
-        if host.epoch == epoch and not host._arriving:
+async def until(check: Any, what: str, timeout_s: float = 10) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if await check():
             return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{host.name} did not adopt epoch {epoch} (at {host.epoch})")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def settled(host: MerchantHost, epoch: int) -> None:
+    async def adopted() -> bool:
+        return host.epoch == epoch and not host._arriving
+
+    await until(adopted, f"{host.name} to adopt epoch {epoch}", timeout_s=4)
 
 
 async def test_a_new_host_takes_only_its_shards_and_no_message_is_lost(
