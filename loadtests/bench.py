@@ -159,6 +159,17 @@ def cpu_by_pid(labels: dict[int, str]) -> dict[int, tuple[str, float]]:
     return out
 
 
+def cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds between two `cpu_by_pid` readings, by what each process is: a process
+    started in between counts from 0, one gone by the second reading is left out."""
+    spent: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        spent[label] = spent.get(label, 0.0) + seconds - before.get(pid, (label, 0.0))[1]
+    return spent
+
+
 def full_loop(url: str, concurrency: int, duration_s: int, work: Path) -> dict[str, Any]:
     """The lean asyncio driver (`loadtests/full_loop.py`) as its own process, and the CPU
     every process used while its customers walked, by what the process is: from the
@@ -198,9 +209,7 @@ def full_loop(url: str, concurrency: int, duration_s: int, work: Path) -> dict[s
             driver.wait()
     if driver.returncode != 0 or not after:
         raise subprocess.CalledProcessError(driver.returncode, driver.args)
-    spent: dict[str, float] = {}
-    for pid, (label, seconds) in after.items():
-        spent[label] = spent.get(label, 0.0) + seconds - before.get(pid, (label, 0.0))[1]
+    spent = cpu_spent(before, after)
     report: dict[str, Any] = json.loads(out.read_text())
     # The ids are for the chaos runs' checks, not for the figures.
     report.pop("acknowledged_orders", None)
@@ -417,15 +426,11 @@ def wrk_rows(platform: Platform, args: argparse.Namespace) -> dict[str, Any]:
 
 def costed(run: Callable[[], Row], duration_s: int) -> Row:
     """A wrk row with the CPU each process of the platform spent during it, in ms per
-    request answered (wrk itself apart: it is gone by the second count)."""
+    request answered (wrk itself apart: it is gone by the second reading)."""
     labels = {os.getpid(): BENCH}
     before = cpu_by_pid(labels)
     row = run()
-    after = cpu_by_pid(labels)
-    spent: dict[str, float] = {}
-    for pid, (label, seconds) in after.items():
-        if pid in before:
-            spent[label] = spent.get(label, 0.0) + seconds - before[pid][1]
+    spent = cpu_spent(before, cpu_by_pid(labels))
     requests = max(1.0, row["requests_per_s"] * duration_s)
     ranked = sorted(spent.items(), key=lambda kv: -kv[1])
     row["cpu_ms_per_request"] = {
