@@ -56,6 +56,17 @@ it). The lines are:
   answered 429 `rate_limited` by HAProxy after `rate_limit_hold_s` (a tarpit), and the
   replicas never see its flood. HAProxy counts what it refuses too, so a caller that
   keeps past the factor gets nothing through until it slows down.
+- `http-request set-header X-Attempt-Id %[uuid]`, `option http-buffer-request` (a
+  request is held whole before it goes to a replica, or it could not be sent again),
+  and `empty-response` added to the `retry-on` of Serve's defaults. A replica that dies
+  with requests in flight (killed, out of memory) would otherwise have HAProxy close
+  their keep-alive clients' connections without a word, its way of asking a browser
+  to send again; now HAProxy sends each such request again itself, to another replica
+  or to Serve's fallback proxy, which holds it until a replica is back. A replay may
+  meet what its first attempt did: a change that went through answers 409
+  `invalid_transition` naming the order's status, and a creation is named by its
+  Idempotency-Key or, without one, by its attempt id (`services.creation_key`), so the
+  replay finds what the first attempt created.
 - HAProxy's own 502, 503 and 504 (no replica reachable, one that reset, none in time),
   which Serve's configuration turns into a plain-text 500, are the platform's 503
   `service_unavailable` with `Retry-After` instead (`unavailable_response`): a client
@@ -94,7 +105,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from domain.errors import DomainError
 from serve_app import auth, errors
 from serve_app.breakers import RetryLater
-from serve_app.services import current
+from serve_app.services import ATTEMPT_HEADER, current
 from storage.redis import (
     COMMAND_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
@@ -437,6 +448,11 @@ def haproxy_lines(settings: Settings) -> tuple[str, str]:
         f"    {HAPROXY_MARK}",
         "    # The client's address for the replicas' keys of anonymous callers.",
         "    option forwardfor",
+        "    # The request's own id: a creation without Idempotency-Key is named by it, so",
+        "    # the replay of a request its replica died on (retry-on) makes nothing twice.",
+        f"    http-request set-header {ATTEMPT_HEADER} %[uuid]",
+        "    # Only a request HAProxy holds whole can be sent again.",
+        "    option http-buffer-request",
     ]
     tables: list[str] = []
     factor = settings.rate_limit_haproxy_factor
@@ -503,7 +519,7 @@ def inject(text, frontend, tail):
     while at < len(lines) and lines[at].startswith(" "):
         if lines[at].strip().startswith("bind "):
             lines[at + 1 : at + 1] = frontend.split("\\n")
-            joined = "\\n".join(lines)
+            joined = replayed_when_unanswered("\\n".join(lines))
             if ERRORFILE:
                 joined = unavailable_as_503(joined)
             if tail:
@@ -511,6 +527,21 @@ def inject(text, frontend, tail):
             return joined
         at += 1
     return None
+
+
+def replayed_when_unanswered(text):
+    """HAProxy closes a keep-alive client's connection without a word when the replica
+    its request went to dies before answering (so that the client retries). With
+    `empty-response` it replays the request itself on another replica, or on Serve's
+    fallback proxy, which holds it until a replica is back; the request carries its
+    attempt id, which names what it creates."""
+    out = []
+    for line in text.split("\\n"):
+        words = line.split()
+        if words and words[0] == "retry-on" and "empty-response" not in words:
+            line = line.rstrip() + " empty-response"
+        out.append(line)
+    return "\\n".join(out)
 
 
 def unavailable_as_503(text):

@@ -43,6 +43,24 @@ from storage.settings import Settings
 ORDERS_ROUTED = 50_000
 
 
+# Set on every request by Serve's HAProxy, through the platform's wrapper
+# (`serve_app/admission.py`), replacing a client's own.
+ATTEMPT_HEADER = "X-Attempt-Id"
+
+
+def creation_key(request: Request) -> str | None:
+    """What names the thing a request creates (an order, an errand, an address, a
+    promotion, a refund): its Idempotency-Key, else the attempt id HAProxy gave it.
+    HAProxy replays a request whose replica died before answering; the replay carries
+    the same attempt id, so it names the same thing and creates nothing twice. A client
+    that sends again without a key makes a new attempt, as it always did."""
+    key = request.headers.get("idempotency-key")
+    if key:
+        return key
+    attempt = request.headers.get(ATTEMPT_HEADER)
+    return f"attempt:{attempt}" if attempt and len(attempt) <= 64 else None
+
+
 def as_json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 

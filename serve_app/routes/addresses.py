@@ -25,7 +25,7 @@ from serve_app.auth import Caller
 from serve_app.deps import customer, services
 from serve_app.openapi import answers
 from serve_app.schemas import AddressChangeIn, AddressIn, ExpectVersion, Id
-from serve_app.services import Services, as_json, now
+from serve_app.services import Services, as_json, creation_key, now
 
 router = APIRouter()
 
@@ -101,7 +101,7 @@ async def add_address(
     """Add an address (`address_added` on the caller's stream). 409 `address_book_full`
     past `domain.addresses.MAX_ADDRESSES`."""
     address = a.Address(
-        id=address_id_for(who, request.headers.get("idempotency-key")),
+        id=address_id_for(who, creation_key(request)),
         point=Point(body.lat, body.lng),
         address=body.address,
         phone=body.phone,

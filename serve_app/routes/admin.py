@@ -15,7 +15,7 @@ from serve_app.auth import Caller
 from serve_app.deps import admin, services
 from serve_app.openapi import answers
 from serve_app.schemas import CouponIn, Id, RefundIn
-from serve_app.services import Services, as_json, now, unwrap
+from serve_app.services import Services, as_json, creation_key, now, unwrap
 
 router = APIRouter()
 
@@ -61,7 +61,7 @@ async def admin_refund(
     `domain/risk.py`), not sent to the provider."""
     if await app.orders.merchant_of(order_id) is None:
         raise not_found("order", order_id)
-    refund_no = refund_no_for(order_id, request.headers.get("idempotency-key"))
+    refund_no = refund_no_for(order_id, creation_key(request))
     payment = app.directory.payment(order_id)
 
     async def run() -> Response:

@@ -20,7 +20,7 @@ from serve_app.deps import customer, services
 from serve_app.openapi import answers
 from serve_app.routes.orders import order_id_for
 from serve_app.schemas import ErrandIn, ErrandQuoteIn
-from serve_app.services import Services, as_json, unwrap
+from serve_app.services import Services, as_json, creation_key, unwrap
 
 router = APIRouter()
 
@@ -74,7 +74,7 @@ async def place_errand(
     `POST /v1/orders` answers. Paid through `payment.pay_url`, it is dispatched at once.
     409 `price_changed` when `expected_total_fen` is not today's price."""
     desk = errands.desk_of(who.sub)
-    order_id = order_id_for(who, desk, request.headers.get("idempotency-key"))
+    order_id = order_id_for(who, desk, creation_key(request))
 
     async def run() -> Response:
         placing = {

@@ -18,7 +18,7 @@ from serve_app.auth import Caller
 from serve_app.deps import caller, customer, customer_or_admin, services
 from serve_app.openapi import answers
 from serve_app.schemas import CancelIn, DeliveryChangeIn, Id, Offset, OrderIn
-from serve_app.services import Services, as_json, now, unwrap
+from serve_app.services import Services, as_json, creation_key, now, unwrap
 from storage.keys import new_order_id
 
 router = APIRouter()
@@ -52,7 +52,7 @@ async def place_order(
     """An order over its customer's or device's risk limits is placed held for review
     (its `hold`; `domain/risk.py`): 201 all the same, and its merchant sees it once
     operations approve it."""
-    order_id = order_id_for(who, body.merchant_id, request.headers.get("idempotency-key"))
+    order_id = order_id_for(who, body.merchant_id, creation_key(request))
     merchant = app.directory.merchant(body.merchant_id)
 
     async def run() -> Response:

@@ -26,7 +26,7 @@ from serve_app.auth import Caller
 from serve_app.deps import admin, customer, services
 from serve_app.openapi import answers
 from serve_app.schemas import HomeIn, Id, PromotionIn
-from serve_app.services import Services, as_json, now
+from serve_app.services import Services, as_json, creation_key, now
 from storage.promotions import ms, progress_view
 
 router = APIRouter()
@@ -64,7 +64,7 @@ async def publish_promotion(
     existing coupon that has not ended (409 `coupon_unavailable` otherwise). The push
     starts at `starts_at` (at once if that is past) and its progress is
     `GET /v1/admin/promotions/{id}`."""
-    promotion_id = promotion_id_for(who, request.headers.get("idempotency-key"))
+    promotion_id = promotion_id_for(who, creation_key(request))
 
     async def run() -> Response:
         at = now()

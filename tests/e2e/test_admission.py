@@ -229,3 +229,21 @@ def test_anonymous_callers_are_keyed_by_the_address_haproxy_forwards(
     assert answer.status_code == 401, answer.text  # anonymous: counted, then refused
     assert list(store.scan_iter(match="ratelimit:LIMITER/write/addr:127.0.0.2/*"))
     assert not list(store.scan_iter(match="ratelimit:*203.0.113.9*"))
+
+
+def test_haproxy_gives_every_request_its_own_attempt_id(
+    platform: Platform, login: Callable[[str, str], Api]
+) -> None:
+    """The attempt id names what a request without Idempotency-Key creates, so that
+    HAProxy's replay of it, when its replica dies, creates nothing twice. HAProxy
+    replaces a client's own: two placements that send the same one are two orders."""
+    if platform.settings.front_door != "haproxy":
+        pytest.skip("Serve's own proxy passes the client's header through")
+    world = make_world(login)
+    same = {"X-Attempt-Id": "client-chosen"}
+    first, second = (
+        world.customer.http.post("/v1/orders", json=world.order_body(), headers=same)
+        for _ in range(2)
+    )
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    assert first.json()["id"] != second.json()["id"]

@@ -434,30 +434,16 @@ class Backend(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iterator[str]:
-    """The wrapper running HAProxy on a Serve-shaped configuration, before a backend
-    (or a port nobody listens on). Serve's error files are not there: HAProxy starts
-    only if the wrapper put the platform's in their place."""
+def running_haproxy(tmp_path: Path, settings: Settings, config_text: str) -> Iterator[str]:
+    """The wrapper running HAProxy on `config_text`, a Serve-shaped configuration."""
     env = admission.haproxy_wrapper(tmp_path, settings)
-    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    if backend_up:
-        threading.Thread(target=backend.serve_forever, daemon=True).start()
-        backend_port = backend.server_port
-    else:
-        backend.server_close()
-        backend_port = free_port()
-    port = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        SERVE_SHAPED.format(
-            port=port, metrics=free_port(), backend=backend_port, errors=tmp_path / "serve"
-        )
-    )
+    config.write_text(config_text)
     shim = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
     check = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     proc = subprocess.Popen([shim, "-db", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port_of(config_text)}"
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -472,6 +458,33 @@ def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iter
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def port_of(config_text: str) -> int:
+    """The port of the frontend's bind line."""
+    front = config_text.split("frontend http_frontend\n", 1)[1]
+    return int(front.split("\n", 1)[0].rsplit(":", 1)[1])
+
+
+@contextlib.contextmanager
+def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iterator[str]:
+    """The wrapper running HAProxy on a Serve-shaped configuration, before a backend
+    (or a port nobody listens on). Serve's error files are not there: HAProxy starts
+    only if the wrapper put the platform's in their place."""
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    if backend_up:
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        backend_port = backend.server_port
+    else:
+        backend.server_close()
+        backend_port = free_port()
+    config = SERVE_SHAPED.format(
+        port=free_port(), metrics=free_port(), backend=backend_port, errors=tmp_path / "serve"
+    )
+    try:
+        with running_haproxy(tmp_path, settings, config) as url:
+            yield url
+    finally:
         if backend_up:
             backend.shutdown()
             backend.server_close()
@@ -487,6 +500,128 @@ def test_haproxy_without_a_replica_answers_the_platforms_503(tmp_path: Path) -> 
             assert answer.headers["retry-after"] == str(admission.SHED_RETRY_AFTER_S)
             assert answer.headers["content-type"] == "application/json"
             assert answer.json()["error"]["code"] == "service_unavailable"
+
+
+# Serve's retry policy and its fallback proxy (`haproxy_templates.py`): a replica that
+# fails is marked down on its errors, a retry goes to another server, the fallback
+# takes what no replica can.
+REPLAYING = """global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option redispatch 1
+    retry-on conn-failure
+    errorfile 502 {errors}/500.http
+    errorfile 503 {errors}/500.http
+    errorfile 504 {errors}/500.http
+frontend http_frontend
+    bind 127.0.0.1:{port}
+    acl routes path -i /-/routes
+    http-request return status 200 content-type text/plain string "{{}}" if routes
+    default_backend api
+backend api
+    http-reuse always
+    server replica 127.0.0.1:{replica} check inter 200ms\
+ observe layer4 error-limit 1 on-error mark-down
+    server fallback 127.0.0.1:{fallback} check inter 200ms backup
+"""
+
+# A replica in a process of its own: it notes each change's attempt id, then works on it
+# until it is killed.
+DYING_REPLICA = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+seen = open(sys.argv[2], "a", buffering=1)
+class Replica(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("served-by", "replica")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        seen.write(self.headers.get("x-attempt-id", "") + "\\n")
+        time.sleep(60)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Replica).serve_forever()
+"""
+
+
+class Fallback(BaseHTTPRequestHandler):
+    """Answers a change 201 with the attempt id it came with."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = orjson.dumps({"attempt": self.headers.get("x-attempt-id")})
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("served-by", "fallback")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_change_its_replica_died_on_is_replayed_with_its_attempt_id(tmp_path: Path) -> None:
+    """A keep-alive client's request in flight when its replica is killed: HAProxy alone
+    would close the client's connection without an answer. With the wrapper's lines it
+    sends the request again, with the attempt id the dead replica saw."""
+    if admission.real_haproxy() is None:
+        pytest.skip("no HAProxy binary")
+    replica_port, seen = free_port(), tmp_path / "seen"
+    replica = subprocess.Popen([sys.executable, "-c", DYING_REPLICA, str(replica_port), str(seen)])
+    fallback = ThreadingHTTPServer(("127.0.0.1", 0), Fallback)
+    threading.Thread(target=fallback.serve_forever, daemon=True).start()
+    config = REPLAYING.format(
+        port=free_port(),
+        replica=replica_port,
+        fallback=fallback.server_port,
+        errors=tmp_path / "serve",
+    )
+    try:
+        with (
+            running_haproxy(tmp_path, Settings(), config) as url,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
+            deadline = time.monotonic() + 10
+            # HAProxy's checks may find the replica down before it listens.
+            while client.get("/v1/health/live").headers.get("served-by") != "replica":
+                assert time.monotonic() < deadline, "the replica did not come up"
+                time.sleep(0.05)
+
+            def kill_once_it_works() -> None:
+                deadline = time.monotonic() + 10
+                while not (seen.exists() and seen.read_text().endswith("\n")):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                replica.kill()
+
+            killer = threading.Thread(target=kill_once_it_works)
+            killer.start()
+            # The client's second request on its connection, as most are.
+            answer = client.post("/v1/orders", content=b"{}")
+            killer.join()
+            assert replica.wait(5) == -9
+            assert answer.status_code == 201, answer.text
+            assert answer.headers["served-by"] == "fallback"
+            first_attempt = seen.read_text().split()
+            assert len(first_attempt) == 1 and len(first_attempt[0]) == 36  # a UUID
+            assert answer.json() == {"attempt": first_attempt[0]}
+    finally:
+        replica.kill()
+        replica.wait(5)
+        fallback.shutdown()
+        fallback.server_close()
 
 
 def test_haproxy_forwards_the_client_and_refuses_a_caller_past_its_limit(tmp_path: Path) -> None:
