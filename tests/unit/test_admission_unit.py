@@ -419,10 +419,17 @@ def test_haproxy_limits_mirror_each_route_classes_limits() -> None:
 class Backend(BaseHTTPRequestHandler):
     """Answers every request 201 with the X-Forwarded-For lines it was given."""
 
+    served_by = "backend"
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        return 201, {"xff": self.headers.get_all("x-forwarded-for") or []}
+
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
-        body = orjson.dumps({"xff": self.headers.get_all("x-forwarded-for") or []})
-        self.send_response(201)
+        status, answer = self.answer()
+        body = orjson.dumps(answer)
+        self.send_response(status)
+        self.send_header("served-by", self.served_by)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -552,24 +559,14 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Replica).serve_forever()
 """
 
 
-class Fallback(BaseHTTPRequestHandler):
-    """Answers a change 201 with the attempt id it came with."""
+class Fallback(Backend):
+    """Answers a change 201 with the attempt id it came with, on a kept-alive connection."""
 
     protocol_version = "HTTP/1.1"
+    served_by = "fallback"
 
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        body = orjson.dumps({"attempt": self.headers.get("x-attempt-id")})
-        self.send_response(201 if self.command == "POST" else 200)
-        self.send_header("served-by", "fallback")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        return 201 if self.command == "POST" else 200, {"attempt": self.headers.get("x-attempt-id")}
 
 
 def test_a_change_its_replica_died_on_is_replayed_with_its_attempt_id(tmp_path: Path) -> None:
