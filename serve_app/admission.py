@@ -58,7 +58,8 @@ it). The lines are:
   keeps past the factor gets nothing through until it slows down.
 - `http-request set-header X-Attempt-Id %[uuid]`, `option http-buffer-request` (a
   request is held whole before it goes to a replica, or it could not be sent again),
-  and `empty-response` added to the `retry-on` of Serve's defaults. A replica that dies
+  `empty-response` added to the `retry-on` of Serve's defaults, and `retries 10` where
+  Serve names none. A replica that dies
   with requests in flight (killed, out of memory) would otherwise have HAProxy close
   their keep-alive clients' connections without a word, its way of asking a browser
   to send again; now HAProxy sends each such request again itself, to another replica
@@ -429,6 +430,8 @@ def install(app: FastAPI) -> None:
 
 # Marks the lines the wrapper added (a configuration it already changed is left alone).
 HAPROXY_MARK = "# o2o admission (serve_app/admission.py)"
+# Attempts HAProxy makes past a request's first, when Serve's configuration names none.
+HAPROXY_RETRIES = 10
 # The frontend of Serve's template that takes the platform's HTTP requests.
 HAPROXY_FRONTEND = "frontend http_frontend"
 # Counters a request may be tracked by at once (HAProxy's default `tune.stick-counters`):
@@ -536,10 +539,19 @@ def replayed_when_unanswered(text):
     fallback proxy, which holds it until a replica is back; the request carries its
     attempt id, which names what it creates."""
     out = []
-    for line in text.split("\\n"):
+    lines = text.split("\\n")
+    counted = any(line.split()[:1] == ["retries"] for line in lines)
+    for line in lines:
         words = line.split()
-        if words and words[0] == "retry-on" and "empty-response" not in words:
-            line = line.rstrip() + " empty-response"
+        if words and words[0] == "retry-on":
+            if "empty-response" not in words:
+                line = line.rstrip() + " empty-response"
+            out.append(line)
+            if not counted:
+                # HAProxy's default of 3 can all go to the dead replica in the
+                # milliseconds before its errors mark it down.
+                out.append("    retries %d" % RETRIES)
+            continue
         out.append(line)
     return "\\n".join(out)
 
@@ -600,6 +612,7 @@ def wrapper_source(haproxy: str, frontend: str, tail: str, errorfile: str = "") 
                 f"LINES = {frontend!r}",
                 f"TAIL = {tail!r}",
                 f"ERRORFILE = {errorfile!r}",
+                f"RETRIES = {HAPROXY_RETRIES!r}",
             ]
         )
         + WRAPPER_BODY

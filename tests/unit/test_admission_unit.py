@@ -676,3 +676,15 @@ def test_a_node_started_by_hand_gets_the_wrapper_from_the_command_line(
     line = capsys.readouterr().out.strip()
     assert line == f"export RAY_SERVE_HAPROXY_BINARY_PATH={tmp_path / 'hap' / 'haproxy'}"
     assert admission.is_wrapper(str(tmp_path / "hap" / "haproxy"))
+
+
+def test_the_wrapper_retries_past_a_dead_replica_unless_serve_counts_retries(
+    tmp_path: Path,
+) -> None:
+    wrapper = wrapper_namespace(tmp_path, Settings())
+    serve = "defaults\n    mode http\n    retry-on conn-failure\nfrontend x\n"
+    lines = wrapper["replayed_when_unanswered"](serve).split("\n")
+    assert "    retry-on conn-failure empty-response" in lines
+    assert f"    retries {admission.HAPROXY_RETRIES}" in lines
+    counted = serve.replace("conn-failure\n", "conn-failure\n    retries 2\n")
+    assert "retries 10" not in wrapper["replayed_when_unanswered"](counted)
