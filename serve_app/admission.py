@@ -59,11 +59,11 @@ it). The lines are:
 - `http-request set-header X-Attempt-Id %[uuid]`, `option http-buffer-request` (a
   request is held whole before it goes to a replica, or it could not be sent again),
   `empty-response` added to the `retry-on` of Serve's defaults, and `retries 10` where
-  Serve names none. A replica that dies
-  with requests in flight (killed, out of memory) would otherwise have HAProxy close
-  their keep-alive clients' connections without a word, its way of asking a browser
-  to send again; now HAProxy sends each such request again itself, to another replica
-  or to Serve's fallback proxy, which holds it until a replica is back. A replay may
+  Serve names none. A replica that dies with requests in flight (killed, out of
+  memory) would otherwise have HAProxy close their keep-alive clients' connections
+  without a word, its way of asking a browser to send again; now HAProxy sends each
+  such request again itself, to another replica or to Serve's fallback proxy, which
+  holds it until a replica is back. A replay may
   meet what its first attempt did: a change that went through answers 409
   `invalid_transition` naming the order's status, and a creation is named by its
   Idempotency-Key or, without one, by its attempt id (`services.creation_key`), so the
@@ -538,20 +538,18 @@ def replayed_when_unanswered(text):
     `empty-response` it replays the request itself on another replica, or on Serve's
     fallback proxy, which holds it until a replica is back; the request carries its
     attempt id, which names what it creates."""
-    out = []
     lines = text.split("\\n")
     counted = any(line.split()[:1] == ["retries"] for line in lines)
+    out = []
     for line in lines:
         words = line.split()
-        if words and words[0] == "retry-on":
+        if words[:1] == ["retry-on"]:
             if "empty-response" not in words:
                 line = line.rstrip() + " empty-response"
-            out.append(line)
             if not counted:
                 # HAProxy's default of 3 can all go to the dead replica in the
                 # milliseconds before its errors mark it down.
-                out.append("    retries %d" % RETRIES)
-            continue
+                line += "\\n    retries %d" % RETRIES
         out.append(line)
     return "\\n".join(out)
 

@@ -441,8 +441,11 @@ class Backend(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def running_haproxy(tmp_path: Path, settings: Settings, config_text: str) -> Iterator[str]:
-    """The wrapper running HAProxy on `config_text`, a Serve-shaped configuration."""
+def running_haproxy(
+    tmp_path: Path, settings: Settings, config_text: str, port: int
+) -> Iterator[str]:
+    """The wrapper running HAProxy on `config_text`, a Serve-shaped configuration whose
+    frontend binds `port`."""
     env = admission.haproxy_wrapper(tmp_path, settings)
     config = tmp_path / "haproxy.cfg"
     config.write_text(config_text)
@@ -450,7 +453,7 @@ def running_haproxy(tmp_path: Path, settings: Settings, config_text: str) -> Ite
     check = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     proc = subprocess.Popen([shim, "-db", "-f", str(config)], stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port_of(config_text)}"
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -467,12 +470,6 @@ def running_haproxy(tmp_path: Path, settings: Settings, config_text: str) -> Ite
         proc.wait(10)
 
 
-def port_of(config_text: str) -> int:
-    """The port of the frontend's bind line."""
-    front = config_text.split("frontend http_frontend\n", 1)[1]
-    return int(front.split("\n", 1)[0].rsplit(":", 1)[1])
-
-
 @contextlib.contextmanager
 def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iterator[str]:
     """The wrapper running HAProxy on a Serve-shaped configuration, before a backend
@@ -485,11 +482,12 @@ def haproxy(tmp_path: Path, settings: Settings, backend_up: bool = True) -> Iter
     else:
         backend.server_close()
         backend_port = free_port()
+    port = free_port()
     config = SERVE_SHAPED.format(
-        port=free_port(), metrics=free_port(), backend=backend_port, errors=tmp_path / "serve"
+        port=port, metrics=free_port(), backend=backend_port, errors=tmp_path / "serve"
     )
     try:
-        with running_haproxy(tmp_path, settings, config) as url:
+        with running_haproxy(tmp_path, settings, config, port) as url:
             yield url
     finally:
         if backend_up:
@@ -512,29 +510,15 @@ def test_haproxy_without_a_replica_answers_the_platforms_503(tmp_path: Path) -> 
 # Serve's retry policy and its fallback proxy (`haproxy_templates.py`): a replica that
 # fails is marked down on its errors, a retry goes to another server, the fallback
 # takes what no replica can.
-REPLAYING = """global
-    maxconn 1000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option redispatch 1
-    retry-on conn-failure
-    errorfile 502 {errors}/500.http
-    errorfile 503 {errors}/500.http
-    errorfile 504 {errors}/500.http
-frontend http_frontend
-    bind 127.0.0.1:{port}
-    acl routes path -i /-/routes
-    http-request return status 200 content-type text/plain string "{{}}" if routes
-    default_backend api
-backend api
-    http-reuse always
-    server replica 127.0.0.1:{replica} check inter 200ms\
- observe layer4 error-limit 1 on-error mark-down
-    server fallback 127.0.0.1:{fallback} check inter 200ms backup
-"""
+REPLAYING = SERVE_SHAPED.replace(
+    "    timeout server 30s\n",
+    "    timeout server 30s\n    option redispatch 1\n    retry-on conn-failure\n",
+).replace(
+    "    server replica 127.0.0.1:{backend} check\n",
+    "    server replica 127.0.0.1:{backend} check inter 200ms"
+    " observe layer4 error-limit 1 on-error mark-down\n"
+    "    server fallback 127.0.0.1:{fallback} check inter 200ms backup\n",
+)
 
 # A replica in a process of its own: it notes each change's attempt id, then works on it
 # until it is killed.
@@ -579,15 +563,17 @@ def test_a_change_its_replica_died_on_is_replayed_with_its_attempt_id(tmp_path: 
     replica = subprocess.Popen([sys.executable, "-c", DYING_REPLICA, str(replica_port), str(seen)])
     fallback = ThreadingHTTPServer(("127.0.0.1", 0), Fallback)
     threading.Thread(target=fallback.serve_forever, daemon=True).start()
+    port = free_port()
     config = REPLAYING.format(
-        port=free_port(),
-        replica=replica_port,
+        port=port,
+        metrics=free_port(),
+        backend=replica_port,
         fallback=fallback.server_port,
         errors=tmp_path / "serve",
     )
     try:
         with (
-            running_haproxy(tmp_path, Settings(), config) as url,
+            running_haproxy(tmp_path, Settings(), config, port) as url,
             httpx.Client(base_url=url, timeout=30) as client,
         ):
             deadline = time.monotonic() + 10
