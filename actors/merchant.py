@@ -50,6 +50,7 @@ from domain.orders import (
 )
 from domain.pricing import DeliveryTariff
 from storage import keys
+from storage.batching import Batcher
 from storage.coupons import CouponStore
 from storage.merchants import MerchantState, MerchantStore
 from storage.offers import OfferStore
@@ -109,9 +110,9 @@ class MerchantHost(EntityHost):
         # its merchants' orders, and every write is guarded by the order's version, so
         # a copy here saves a read per command and a stale one fails safe.
         self._orders: OrderedDict[str, Order] = OrderedDict()
-        # New orders not yet counted for the metrics: counted once per turn of the loop,
-        # since letters arrive one by one (the counts are the dashboard's, not money).
-        self._uncounted: list[NewOrder] = []
+        # The new orders' counts (`r.CountOrder`, read from the mailbox in batches) that
+        # arrive together share one round trip.
+        self._counting: Batcher[NewOrder, None] = Batcher(self._count_new_orders, max_batch=256)
         # Paid orders may be waiting on this host's merchants from before a restart, so
         # their deadlines are watched from the start.
         self.every(ACCEPT_DEADLINE_CHECK_S, "checking accept deadlines", self.reject_unanswered)
@@ -119,8 +120,7 @@ class MerchantHost(EntityHost):
         self.start()
 
     async def handle(self, batch: list[Message]) -> list[Reply]:
-        """As every host, with the new orders of the turn counted once for the metrics."""
-        new_orders: list[NewOrder] = []
+        """As every host, with each placement timed for the metrics."""
 
         async def one(message: Message) -> Reply:
             telemetry.concerning(telemetry.order_of(message))
@@ -131,7 +131,7 @@ class MerchantHost(EntityHost):
                     if message.request.get("kind") == errands.ERRAND
                     else self.place_order
                 )
-                placed = await placing(message.request, new_orders)
+                placed = await placing(message.request)
                 telemetry.placed(started, placed)
                 return placed
             return await self.receive(message)
@@ -139,16 +139,11 @@ class MerchantHost(EntityHost):
         replies: list[Any] = await asyncio.gather(
             *(self.owned(m, one) for m in batch), return_exceptions=True
         )
-        if new_orders:
-            if not self._uncounted:
-                self.spawn(self._count_new_orders(), "count new orders")
-            self._uncounted += new_orders
         return sendable(replies)
 
-    async def _count_new_orders(self) -> None:
-        await asyncio.sleep(0)  # whatever else this turn placed
-        counted, self._uncounted = self._uncounted, []
+    async def _count_new_orders(self, counted: list[NewOrder]) -> list[None]:
         await self.metrics.count_new_orders(counted)
+        return [None] * len(counted)
 
     def entity_of(self, message: Message) -> str | None:
         match message:
@@ -254,10 +249,8 @@ class MerchantHost(EntityHost):
             return err
         return {**menu_item.as_dict(), "stock": stock, "menu_version": version}
 
-    async def place_order(self, request: dict[str, Any], new_orders: list[NewOrder]) -> Reply:
-        """Price, reserve stock and save a new order; reply with its signed pay link.
-
-        A new order is added to `new_orders` for the metrics."""
+    async def place_order(self, request: dict[str, Any]) -> Reply:
+        """Price, reserve stock and save a new order; reply with its signed pay link."""
         merchant_id = request["merchant_id"]
         customer_id = request["customer_id"]
         order_id = request["order_id"]
@@ -279,9 +272,6 @@ class MerchantHost(EntityHost):
                         if err.code != "stale_version":
                             raise
                         existing = await self.orders.load(order_id)
-                    else:
-                        zone = zone_of(order.dropoff, self.settings.zone_resolution)
-                        new_orders.append((now, zone, order.customer_id))
                 if existing is not None:
                     if existing.customer_id != customer_id:
                         return DomainError("order_exists", "order id taken")
@@ -353,15 +343,22 @@ class MerchantHost(EntityHost):
             payment_timeout_s=self.settings.payment_timeout_s,
         )
         try:
-            await self.orders.commit(None, order, order_placed, beside=counted)
+            await self.orders.commit(
+                None,
+                order,
+                order_placed,
+                self.directory.post(r.reactions(order, order_placed, state.merchant)),
+                beside=counted,
+            )
         except DomainError:
             if code:
                 await self.coupons.release(code, order.customer_id, order.id)
             raise
         telemetry.order_event(order_placed.type)
+        await self.crash_if_armed(f"crash_after_commit:{order_placed.type}:{order.merchant_id}")
         return order
 
-    async def place_errand(self, request: dict[str, Any], new_orders: list[NewOrder]) -> Reply:
+    async def place_errand(self, request: dict[str, Any]) -> Reply:
         """Price and save a new errand at its courier desk (`domain/errands.py`), with its
         two proof codes; reply with its signed pay link, as for any order. A retry (the
         id comes from the Idempotency-Key) finds its errand and answers it again."""
@@ -382,9 +379,6 @@ class MerchantHost(EntityHost):
                     if existing is None or existing.customer_id != request["customer_id"]:
                         return DomainError("order_exists", "order id taken")
                     order = existing
-                else:
-                    zone = zone_of(order.dropoff, self.settings.zone_resolution)
-                    new_orders.append((now, zone, order.customer_id))
         except DomainError as err:
             return err
         payment = self.checkout.link(order.id, order.amounts.total_fen, order.placed_at.timestamp())
@@ -430,7 +424,8 @@ class MerchantHost(EntityHost):
         )
         (order_placed,) = decide(None, command)
         order = place(command)
-        await self.orders.commit(None, order, order_placed)
+        follow_ups = self.directory.post(r.reactions(order, order_placed, state.merchant))
+        await self.orders.commit(None, order, order_placed, follow_ups)
         telemetry.order_event(order_placed.type)
         return order
 
@@ -549,6 +544,11 @@ class MerchantHost(EntityHost):
                 return await self.act(
                     intent.merchant_id, intent.order_id, cancel, ("system", "payments")
                 )
+            case r.CountOrder():
+                at = datetime.fromtimestamp(intent.placed_at_s, UTC)
+                zone = zone_of(Point(intent.lat, intent.lng), self.settings.zone_resolution)
+                await self._counting.submit((at, zone, intent.customer_id))
+                return None
             case r.ReturnCoupon():
                 await self.coupons.release(intent.code, intent.customer_id, intent.order_id)
                 return None

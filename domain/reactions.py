@@ -90,10 +90,38 @@ class Cancel:
     reason: str
 
 
-Intent = Accept | ReadyOnAccept | FindRider | Refund | ReturnCoupon | FreeRider | Settle | Cancel
+@dataclass(frozen=True)
+class CountOrder:
+    """A new order counted for operations' figures (orders a minute, per zone, new and
+    repeat customers) by its merchant's host: written with the order, so a crash can
+    neither lose the count nor make one without the order. At least once, as every
+    follow-up: a host that dies after counting and before acknowledging counts it again
+    when it comes back (figures, not money). `placed_at_s` is the epoch second of the
+    placement; the zone is the door's, at the platform's resolution."""
+
+    order_id: str
+    merchant_id: str
+    customer_id: str
+    placed_at_s: float
+    lat: float
+    lng: float
+
+
+Intent = (
+    Accept
+    | ReadyOnAccept
+    | FindRider
+    | Refund
+    | ReturnCoupon
+    | FreeRider
+    | Settle
+    | Cancel
+    | CountOrder
+)
 INTENTS: dict[str, type[Intent]] = {
     cls.__name__: cls
     for cls in (
+        CountOrder,
         Accept,
         ReadyOnAccept,
         FindRider,
@@ -171,6 +199,10 @@ def delivery_refund_no(order: Order) -> str:
 def reactions(order: Order, event: e.Event, merchant: Merchant | None) -> list[Intent]:
     """The follow-ups of `event`, which made `order` what it is now."""
     match event:
+        case e.OrderPlaced():
+            at = order.placed_at.timestamp()
+            lat, lng = order.dropoff.lat, order.dropoff.lng
+            return [CountOrder(order.id, order.merchant_id, order.customer_id, at, lat, lng)]
         case e.OrderPaid():
             return _paid(order, event, merchant)
         case e.OrderReleased():

@@ -54,7 +54,6 @@ async def placed_order(host: MerchantHost) -> dict[str, Any]:
     assert not isinstance(onboarded, DomainError), onboarded
     item = {"id": "rice", "name": "Rice", "price_fen": 1500}
     assert not isinstance(await host.set_menu_item(MERCHANT, item, 10), DomainError)
-    new_orders: list[Any] = []
     reply = await host.place_order(
         {
             "order_id": ORDER,
@@ -62,8 +61,7 @@ async def placed_order(host: MerchantHost) -> dict[str, Any]:
             "merchant_id": MERCHANT,
             "items": [{"item_id": "rice", "qty": 1}],
             "delivery": {"lat": 30.255, "lng": 120.15, "address": "here"},
-        },
-        new_orders,
+        }
     )
     assert isinstance(reply, dict), reply
     order: dict[str, Any] = reply["order"]
