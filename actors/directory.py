@@ -135,6 +135,8 @@ def destination(intent: r.Intent, zone_resolution: int) -> tuple[str, str]:
             return "rider_zone", zone_of(intent.request.pickup, zone_resolution)
         case r.Refund() | r.Settle():
             return "payment", intent.order_id
+        case r.OfferWaiting() | r.ForgetRider():
+            return "rider_zone", intent.zone
     return "merchant", intent.merchant_id
 
 
@@ -216,21 +218,6 @@ class FindRider:
     request: Dispatch
 
 
-@dataclass(frozen=True)
-class Nudge:
-    """A rider of the zone may have become free: offer the waiting orders now."""
-
-    zone: str
-
-
-@dataclass(frozen=True)
-class Forget:
-    """A rider crossed into another zone: this one drops it from memory."""
-
-    zone: str
-    rider_id: str
-
-
 # -- messages to payment shards (and `Refund` and `Settle`, the follow-ups of orders) ---
 
 
@@ -280,8 +267,6 @@ Message = (
     | Locate
     | AnswerOffer
     | FindRider
-    | Nudge
-    | Forget
     | Notify
     | Refund
     | Settle
@@ -520,12 +505,6 @@ class RiderZoneRef:
 
     async def find_rider(self, request: Dispatch) -> Reply:
         return await self._send(FindRider(self.zone, request))
-
-    async def nudge(self) -> Reply:
-        return await self._send(Nudge(self.zone))
-
-    async def forget(self, rider_id: str) -> Reply:
-        return await self._send(Forget(self.zone, rider_id))
 
 
 class PaymentRef:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -14,10 +15,8 @@ from actors import telemetry
 from actors.directory import (
     AnswerOffer,
     FindRider,
-    Forget,
     Locate,
     Message,
-    Nudge,
     Reply,
     SetStatus,
 )
@@ -64,8 +63,10 @@ class RiderZoneHost(EntityHost):
     its answer and its expiry, one per rider for its position and status. An offer's
     expiry is a due time in Redis (`offers:expiries`) that the host's watch loop acts
     on, so it survives the host; the retry of orders that found no rider reads the
-    waiting queues in Redis every few seconds. Orders to dispatch arrive as follow-ups
-    in the zone shards' mailboxes.
+    waiting queues in Redis every few seconds, and at once when a rider may have freed
+    up (an `OfferWaiting` follow-up), taking an order out of its queue only once it is
+    offered. Orders to dispatch, those offers of waiting orders and a zone's news that
+    a rider left it arrive as follow-ups in the zone shards' mailboxes.
     Keeps the zone's online riders in memory (loaded from Redis on first use after a
     start) and persists: each rider's position, zone, online status and deliveries per
     day (its load and orders move with the order's assignment and delivery), each
@@ -90,8 +91,12 @@ class RiderZoneHost(EntityHost):
             self.relay,
         )
         self._retry_loop: asyncio.Task[None] | None = None
+        # From the start, not from the first dispatch: orders left waiting before a
+        # restart are offered again though no new order or rider comes to this host.
+        with contextlib.suppress(RuntimeError):
+            self._ensure_retry_loop()
         self._zones: dict[str, ZoneState] = self.cache({})
-        # Zones whose waiting orders are being offered again after a nudge.
+        # Zones with an `OfferWaiting` follow-up posted and not yet applied.
         self._nudged: set[str] = set()
         self.every(EXPIRY_CHECK_S, "expiring offers", self.expire_due)
         # Regional promotions' paced push, by whichever rider-zone host holds its lease
@@ -114,6 +119,13 @@ class RiderZoneHost(EntityHost):
         """An order to dispatch, as its merchant's acceptance posted it: offered once,
         however often the follow-up is applied (an open offer or a rider means done)."""
         telemetry.concerning(telemetry.order_of(intent))
+        if isinstance(intent, r.OfferWaiting):
+            self._nudged.discard(intent.zone)
+            await self._retry_zone(intent.zone, forget_declines=False)
+            return None
+        if isinstance(intent, r.ForgetRider):
+            await self.forget(intent.zone, intent.rider_id)
+            return None
         if not isinstance(intent, r.FindRider):
             return await super().react(intent)
         request = intent.request
@@ -155,11 +167,6 @@ class RiderZoneHost(EntityHost):
                 )
             case FindRider():
                 return await self.dispatch(message.zone, message.request)
-            case Nudge():
-                return await self.nudge(message.zone)
-            case Forget():
-                await self.forget(message.zone, message.rider_id)
-                return {"zone": message.zone}
         return await super().receive(message)
 
     def _ensure_retry_loop(self) -> None:
@@ -210,8 +217,10 @@ class RiderZoneHost(EntityHost):
         else:
             state.riders.pop(rider_id, None)
         if old_zone and old_zone != zone:
-            # The rider now belongs to the other zone's entity.
-            self.spawn(self.directory.rider_zone(old_zone).forget(rider_id), f"forget {rider_id}")
+            # The rider now belongs to the other zone's entity; the one it left learns it
+            # from its mailbox (it may be on another host, or on this one behind the
+            # rider's lock held here).
+            await self.mailboxes.post(self.directory.post([r.ForgetRider(old_zone, rider_id)]))
         return {"rider_id": rider_id, "online": online, "zone": zone, "lat": lat, "lng": lng}
 
     async def _tell_customers(self, rider_id: str, at: Point) -> None:
@@ -425,29 +434,38 @@ class RiderZoneHost(EntityHost):
         return self.owns(zone)
 
     async def _retry_zone(self, zone: str, forget_declines: bool = True) -> None:
-        for request in await self.offers.take_waiting(zone, RETRY_BATCH):
-            if await self.orders.status(request.order_id) not in ("accepted", "ready"):
+        for member, request in await self.offers.waiting(zone, RETRY_BATCH):
+            if not await self.orders.awaits_rider(request.order_id):
+                await self.offers.taken(zone, member)  # it needs no rider any more
                 continue
             if forget_declines:
                 # Riders who declined earlier may take it now that time has passed.
                 await self.offers.forget_tried(zone, request.order_id)
+            again = replace(request, told_ops=True)
             with telemetry.about(request.order_id):
                 async with self.lock(zone):
-                    await self._offer_next(zone, replace(request, told_ops=True))
+                    # A retry round and a nudge may both have read it; one offers it.
+                    if not await self.offers.still_waiting(zone, member):
+                        continue
+                    await self.crash_if_armed(f"crash_before_offer:{request.merchant_id}")
+                    parked_as_is = False
+                    if not await self.offers.open_for(zone, request.order_id):
+                        reply = await self._offer_next(zone, again)
+                        parked_as_is = (
+                            isinstance(reply, dict)
+                            and bool(reply.get("waiting"))
+                            and self.offers.waiting_member(again) == member
+                        )
+                    if not parked_as_is:
+                        await self.offers.taken(zone, member)
 
     async def nudge(self, zone: str) -> Reply:
-        """A rider of this zone may have become free: offer the waiting orders now rather
-        than at the next retry round (riders who declined are not asked again here)."""
+        """A rider of this zone may have become free: its waiting orders are offered now,
+        by a follow-up in the zone's mailbox, rather than at the next retry round."""
         if zone not in self._nudged and await self.offers.any_waiting(zone):
+            await self.mailboxes.post(self.directory.post([r.OfferWaiting(zone)]))
+            # One follow-up waiting per zone is enough (forgotten as it is applied).
             self._nudged.add(zone)
-
-            async def retry() -> None:
-                try:
-                    await self._retry_zone(zone, forget_declines=False)
-                finally:
-                    self._nudged.discard(zone)
-
-            self.spawn(retry(), f"nudge {zone}")
         return {"zone": zone}
 
 

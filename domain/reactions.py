@@ -107,6 +107,23 @@ class CountOrder:
     lng: float
 
 
+@dataclass(frozen=True)
+class OfferWaiting:
+    """A rider of the zone may have become free (a delivery, an answered offer, going
+    online): the zone's waiting orders are offered now rather than at the next retry
+    round; riders who declined are not asked again here."""
+
+    zone: str
+
+
+@dataclass(frozen=True)
+class ForgetRider:
+    """A rider crossed into another zone: the zone it left drops it from its riders."""
+
+    zone: str
+    rider_id: str
+
+
 Intent = (
     Accept
     | ReadyOnAccept
@@ -117,11 +134,15 @@ Intent = (
     | Settle
     | Cancel
     | CountOrder
+    | OfferWaiting
+    | ForgetRider
 )
 INTENTS: dict[str, type[Intent]] = {
     cls.__name__: cls
     for cls in (
         CountOrder,
+        OfferWaiting,
+        ForgetRider,
         Accept,
         ReadyOnAccept,
         FindRider,

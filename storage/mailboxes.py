@@ -120,6 +120,14 @@ class MailboxStore:
                 pipe.xadd(stream, {"c": payload})
             await self._execute_and_publish(pipe, bells)
 
+    async def post(self, posted: Sequence[tuple[str, bytes]]) -> None:
+        """Append follow-ups (`mail` entries) that no commit carries to their mailboxes and
+        ring the bells, in one round trip: each is applied once its host reads it."""
+        bells = [(keys.bell(stream), "1") for stream in sorted({s for s, _ in posted})]
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.queue_post(pipe, posted)
+            await self._execute_and_publish(pipe, bells)
+
     async def answer(self, letters: Sequence[Letter], replies: Sequence[tuple[str, str]]) -> None:
         """Acknowledge letters whose effect is stored, and send their replies, in one round
         trip: a reply lost with Redis is a sender's timeout, never a second effect."""

@@ -125,9 +125,14 @@ class OfferStore:
 
     # -- orders waiting for a rider ---------------------------------------------------
 
+    @staticmethod
+    def waiting_member(request: Dispatch) -> str:
+        """An order as its zone's queue holds it."""
+        return orjson.dumps(request.as_dict()).decode()
+
     async def wait(self, zone: str, request: Dispatch) -> bool:
         """Park an order in its zone's queue; False if it was already there."""
-        member = orjson.dumps(request.as_dict()).decode()
+        member = self.waiting_member(request)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.dispatch_waiting(zone), {member: time.time()}, nx=True)
             pipe.sadd(keys.waiting_zones_of(zone), zone)
@@ -144,13 +149,20 @@ class OfferStore:
     async def any_waiting(self, zone: str) -> bool:
         return bool(await self.client.exists(keys.dispatch_waiting(zone)))
 
-    async def take_waiting(self, zone: str, count: int) -> list[Dispatch]:
-        """Up to `count` of the zone's oldest waiting orders, each taken by one caller only."""
-        taken = []
-        for raw in await self.client.zrange(keys.dispatch_waiting(zone), 0, count - 1):
-            if await self.client.zrem(keys.dispatch_waiting(zone), raw):
-                taken.append(Dispatch.from_dict(orjson.loads(raw)))
-        return taken
+    async def waiting(self, zone: str, count: int) -> list[tuple[str, Dispatch]]:
+        """Up to `count` of the zone's oldest waiting orders, each as the queue holds it:
+        left there until it is offered or parked again (`taken`), so a host that dies
+        in between leaves it for the next retry round instead of stranding it."""
+        raws = await self.client.zrange(keys.dispatch_waiting(zone), 0, count - 1)
+        return [(raw, Dispatch.from_dict(orjson.loads(raw))) for raw in raws]
+
+    async def still_waiting(self, zone: str, member: str) -> bool:
+        return await self.client.zscore(keys.dispatch_waiting(zone), member) is not None
+
+    async def taken(self, zone: str, member: str) -> None:
+        """An order the queue held is offered, parked again as another member, or needs
+        no rider any more."""
+        await self.client.zrem(keys.dispatch_waiting(zone), member)
 
     async def forget_zone_if_empty(self, zone: str) -> None:
         """Drop a zone from the waiting zones, unless an order waits there again (checked

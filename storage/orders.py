@@ -80,9 +80,10 @@ class OrderStore:
         merchant_id: str | None = await self.client.hget(keys.order(order_id), "merchant_id")
         return merchant_id
 
-    async def status(self, order_id: str) -> str | None:
-        status: str | None = await self.client.hget(keys.order(order_id), "status")
-        return status
+    async def awaits_rider(self, order_id: str) -> bool:
+        """Whether the order is accepted or ready and nobody carries it yet."""
+        status, rider_id = await self.client.hmget(keys.order(order_id), "status", "rider_id")
+        return status in ("accepted", "ready") and not rider_id
 
     async def version(self, order_id: str) -> int:
         return int(await self.client.hget(keys.order(order_id), "version") or 0)

@@ -18,12 +18,14 @@ import pytest
 import redis
 
 from cluster.launcher import Platform
+from domain.geo import Point, zone_of
 from domain.ledger import Transaction, check_invariants, party_payable, provider_clearing
 from domain.payments import provider_fee_fen
 from storage import keys
 from tests.e2e.conftest import Api, eventually, unique
 from tests.e2e.world import (
     World,
+    accepted_order,
     events_of,
     make_world,
     offer_for,
@@ -127,6 +129,27 @@ def test_a_new_order_is_counted_though_its_host_died_before_answering(
     # and the figures are operations', not money; the placement's retry adds nothing.
     time.sleep(1.5)
     assert counted() in (1, 2)
+
+
+def test_a_waiting_order_is_not_stranded_by_a_crash_as_it_is_offered_again(
+    login: Callable[[str, str], Api], store: redis.Redis
+) -> None:
+    world = make_world(login, rider_online=False)
+    order = accepted_order(world)  # nobody near: it waits in its zone's queue
+    waiting = keys.dispatch_waiting(zone_of(Point(world.lat, world.lng), 7))
+    eventually(
+        lambda: any(order["id"] in member for member in store.zrange(waiting, 0, -1)),
+        what="the order waiting for a rider",
+    )
+    fault = keys.fault(f"crash_before_offer:{world.merchant_id}")
+    store.set(fault, 1)
+    # A rider comes online: the zone's host takes the waiting order up and dies there.
+    here = {"online": True, "lat": world.lat + 0.002, "lng": world.lng}
+    retried(lambda: world.rider.post("/v1/riders/me/status", json=here))
+    eventually(lambda: fired(store, fault), timeout_s=30, what="the crash")
+    # Still in the queue, so the restarted host offers it: once.
+    offer_for(world, order["id"])
+    assert count(events_of(world.rider), order["id"], "offer") == 1
 
 
 def test_accepted_is_dispatched(login: Callable[[str, str], Api], store: redis.Redis) -> None:

@@ -44,9 +44,19 @@ def request(order_id: str) -> Dispatch:
 
 
 async def settled(zones: RiderZoneHost) -> None:
-    """Every follow-up the host spawned has run (the retry round itself waits 5 s)."""
-    while zones._background:
-        await asyncio.gather(*zones._background)
+    """Every follow-up the host posted to its mailboxes (`OfferWaiting`) is applied: an
+    applied one is acknowledged and deleted (the retry round itself waits 5 s)."""
+    mailboxes = [keys.mailbox("rider_zone", shard) for shard in range(keys.SHARDS)]
+    for _ in range(200):
+        while zones._background:
+            await asyncio.gather(*zones._background)
+        async with zones.redis.pipeline(transaction=False) as pipe:
+            for mailbox in mailboxes:
+                pipe.xlen(mailbox)
+            if not any(await pipe.execute()):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("follow-ups left in the zones' mailboxes")
 
 
 async def test_waiting_orders_go_to_a_rider_as_soon_as_one_is_free(host: RiderZoneHost) -> None:
