@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -132,7 +133,7 @@ def test_a_new_order_is_counted_though_its_host_died_before_answering(
 
 
 def test_a_waiting_order_is_not_stranded_by_a_crash_as_it_is_offered_again(
-    login: Callable[[str, str], Api], store: redis.Redis
+    login: Callable[[str, str], Api], store: redis.Redis, platform: Platform
 ) -> None:
     world = make_world(login, rider_online=False)
     order = accepted_order(world)  # nobody near: it waits in its zone's queue
@@ -147,9 +148,23 @@ def test_a_waiting_order_is_not_stranded_by_a_crash_as_it_is_offered_again(
     here = {"online": True, "lat": world.lat + 0.002, "lng": world.lng}
     retried(lambda: world.rider.post("/v1/riders/me/status", json=here))
     eventually(lambda: fired(store, fault), timeout_s=30, what="the crash")
-    # Still in the queue, so the restarted host offers it: once.
+    # Still in the queue, so the restarted host offers it, one offer at a time (an
+    # unanswered one expires and is made again), and the rider can take it.
     offer_for(world, order["id"])
-    assert count(events_of(world.rider), order["id"], "offer") == 1
+
+    def offers() -> list[dict[str, Any]]:
+        found = events_of(world.rider)
+        return [e for e in found if e["type"] == "offer" and e["order_id"] == order["id"]]
+
+    def taken() -> bool:
+        latest = offers()[-1]["data"]["offer_id"]
+        return world.rider.post(f"/v1/rider/offers/{latest}/accept").status_code == 200
+
+    eventually(taken, timeout_s=30, what="the rider takes the order")
+    assert store.hget(keys.order(order["id"]), "rider_id") == world.rider_id
+    made_ms = [int(e["cursor"].split("-")[0]) for e in offers()]
+    ttl_ms = platform.settings.offer_ttl_s * 1000
+    assert all(later - earlier >= ttl_ms * 0.9 for earlier, later in pairwise(made_ms))
 
 
 def test_accepted_is_dispatched(login: Callable[[str, str], Api], store: redis.Redis) -> None:
