@@ -500,6 +500,11 @@ class EntityHost:
         await self.mailboxes.done(done)
         return done
 
+    async def follow_up(self, intents: list[r.Intent]) -> None:
+        """Post follow-ups that no commit carries to the mailboxes of the entities that
+        act on them (one round trip)."""
+        await self.mailboxes.post(self.directory.post(intents))
+
     async def react(self, intent: r.Intent) -> Reply | None:
         """Apply one follow-up; each kind of host says which it takes."""
         return DomainError("invalid_request", f"{type(intent).__name__} is not for this host")

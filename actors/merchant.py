@@ -561,6 +561,6 @@ class MerchantHost(EntityHost):
                 # A read is far cheaper than a message to the zone's host, and mostly none
                 # wait.
                 if rider_zone and await self.offers.any_waiting(rider_zone):
-                    await self.mailboxes.post(self.directory.post([r.OfferWaiting(rider_zone)]))
+                    await self.follow_up([r.OfferWaiting(rider_zone)])
                 return None
         return await super().react(intent)

@@ -220,7 +220,7 @@ class RiderZoneHost(EntityHost):
             # The rider now belongs to the other zone's entity; the one it left learns it
             # from its mailbox (it may be on another host, or on this one behind the
             # rider's lock held here).
-            await self.mailboxes.post(self.directory.post([r.ForgetRider(old_zone, rider_id)]))
+            await self.follow_up([r.ForgetRider(old_zone, rider_id)])
         return {"rider_id": rider_id, "online": online, "zone": zone, "lat": lat, "lng": lng}
 
     async def _tell_customers(self, rider_id: str, at: Point) -> None:
@@ -463,7 +463,7 @@ class RiderZoneHost(EntityHost):
         """A rider of this zone may have become free: its waiting orders are offered now,
         by a follow-up in the zone's mailbox, rather than at the next retry round."""
         if zone not in self._nudged and await self.offers.any_waiting(zone):
-            await self.mailboxes.post(self.directory.post([r.OfferWaiting(zone)]))
+            await self.follow_up([r.OfferWaiting(zone)])
             # One follow-up waiting per zone is enough (forgotten as it is applied).
             self._nudged.add(zone)
         return {"zone": zone}
