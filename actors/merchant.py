@@ -42,11 +42,13 @@ from domain.merchants import (
 from domain.orders import (
     MERCHANT_ACCEPT_TIMEOUT,
     Order,
+    attempted,
     authorize,
     decide,
     delivery_hold,
     evolve,
     place,
+    replayed,
 )
 from domain.pricing import DeliveryTariff
 from storage import keys
@@ -479,12 +481,14 @@ class MerchantHost(EntityHost):
         if before is None or before.merchant_id != merchant_id:
             raise not_found("order", order_id)
         authorize(before, command, *caller)
+        if replayed(before, command):
+            return before
         if isinstance(command, c.Deliver) and command.hold is None:
             # Faster than a bike from the counter to the door: its split waits for review.
             command = replace(command, hold=delivery_hold(before, command.at, self.risk.figures))
         order = before
         for event in decide(order, command):
-            after = evolve(order, event)
+            after = attempted(evolve(order, event), command)
             follow_ups = self.directory.post(r.reactions(after, event, state.merchant))
             await self.orders.commit(order, after, event, follow_ups)
             telemetry.order_event(event.type)

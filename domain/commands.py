@@ -16,6 +16,9 @@ class Command:
     at: datetime
     # A client that saw the order at some version may insist on it (409 stale_version).
     expected_version: int | None = None
+    # The request that asks it (`Order.attempts`): the same id on a request sent again,
+    # by the front door after a replica died or by a host reading its letter again.
+    attempt: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

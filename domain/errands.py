@@ -182,7 +182,10 @@ def check_proof(errand: Errand | None, step: Step, code: str | None) -> None:
 
 def shown_to(stored: dict[str, Any], role: str) -> dict[str, Any]:
     """An order as `role` may read it: an errand's proof codes are its customer's only
-    (the rider must be told them at the door, not read them)."""
+    (the rider must be told them at the door, not read them), and the ids of the
+    requests that changed it (`Order.attempts`) are nobody's."""
+    if "attempts" in stored:
+        stored = {k: v for k, v in stored.items() if k != "attempts"}
     errand = stored.get("errand")
     if not errand or role == "customer":
         return stored

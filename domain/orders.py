@@ -81,6 +81,8 @@ class Order:
     errand: Errand | None = None
     # Its latest hold for review (`domain/risk.py`), open or decided.
     hold: Hold | None = None
+    # The attempt ids of the last requests that changed it (`replayed`).
+    attempts: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -135,6 +137,7 @@ class Order:
             "hold": self.hold.as_dict() if self.hold else None,
             "kind": ERRAND if self.errand else FOOD,
             **({"link_fen": self.link_fen} if self.link_fen is not None else {}),
+            **({"attempts": list(self.attempts)} if self.attempts else {}),
             **({"errand": self.errand.as_dict(self.pickup)} if self.errand else {}),
         }
 
@@ -172,7 +175,30 @@ class Order:
             ),
             errand=Errand.from_dict(d["errand"]) if d.get("errand") else None,
             hold=Hold.from_dict(d["hold"]) if d.get("hold") else None,
+            attempts=tuple(d.get("attempts", ())),
         )
+
+
+# Enough for the requests that can be in flight on one order at a time, several over.
+ATTEMPTS_KEPT = 8
+
+
+def replayed(order: Order, command: c.Command) -> bool:
+    """The request was made before and changed the order: a front door that sends it
+    again after its replica died, or a host reading again the letter its predecessor
+    applied and died before answering. It is answered with the order as it is, not
+    refused as the transition it already made."""
+    return command.attempt is not None and command.attempt in order.attempts
+
+
+def attempted(order: Order, command: c.Command) -> Order:
+    """The order as a change a command made leaves it, the command's request named in
+    it, so written in the same script as the change. Each of the command's events
+    names it: the second of a shop's acceptance (ready) is also a follow-up of the
+    first, so a request found after the first alone is answered, not refused."""
+    if command.attempt is None or command.attempt in order.attempts[-1:]:
+        return order
+    return replace(order, attempts=(*order.attempts, command.attempt)[-ATTEMPTS_KEPT:])
 
 
 def _wrong_state(order: Order, action: str) -> DomainError:

@@ -64,10 +64,11 @@ it). The lines are:
   without a word, its way of asking a browser to send again; now HAProxy sends each
   such request again itself, to another replica or to Serve's fallback proxy, which
   holds it until a replica is back. A replay may
-  meet what its first attempt did: a change that went through answers 409
-  `invalid_transition` naming the order's status, and a creation is named by its
-  Idempotency-Key or, without one, by its attempt id (`services.creation_key`), so the
-  replay finds what the first attempt created.
+  meet what its first attempt did: an order's change names its request by the attempt
+  id (`services.attempt_of`, kept in the order, `domain.orders.replayed`), so the
+  replay of one that went through is answered with the order; and a creation is named
+  by its Idempotency-Key or, without one, by its attempt id (`services.creation_key`),
+  so the replay finds what the first attempt created.
 - HAProxy's own 502, 503 and 504 (no replica reachable, one that reset, none in time),
   which Serve's configuration turns into a plain-text 500, are the platform's 503
   `service_unavailable` with `Retry-After` instead (`unavailable_response`): a client

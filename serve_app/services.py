@@ -8,7 +8,9 @@ entity that owns them through the directory.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +61,14 @@ def creation_key(request: Request) -> str | None:
         return key
     attempt = request.headers.get(ATTEMPT_HEADER)
     return f"attempt:{attempt}" if attempt and len(attempt) <= 64 else None
+
+
+def attempt_of(request: Request) -> str:
+    """What names a request to an order (`Order.attempts`): HAProxy's attempt id, which
+    its replay carries too, else one of its own (Serve's proxy replays nothing, but a
+    host can still read the request's letter again after a crash)."""
+    attempt = request.headers.get(ATTEMPT_HEADER)
+    return attempt if attempt and len(attempt) <= 64 else uuid.uuid4().hex
 
 
 def as_json(data: Any, status: int = 200) -> Response:
@@ -171,9 +181,13 @@ class Services:
         if len(self._merchant_of) > ORDERS_ROUTED:
             del self._merchant_of[next(iter(self._merchant_of))]
 
-    async def act(self, order_id: str, command: c.Command, caller: Caller) -> Response:
-        """Run a command on an order at its merchant's host; answer with the order's view."""
+    async def act(
+        self, order_id: str, command: c.Command, caller: Caller, request: Request
+    ) -> Response:
+        """Run a command on an order at its merchant's host; answer with the order's view
+        (also to the request sent again after its change went through)."""
         merchant_id = await self.merchant_of(order_id)
+        command = replace(command, attempt=attempt_of(request))
         order = unwrap(
             await self.directory.merchant(merchant_id).act(order_id, command, caller.who)
         )

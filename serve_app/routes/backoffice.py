@@ -31,7 +31,7 @@ async def accept(
     command = c.AcceptOrder(
         at=now(), prep_minutes=body.prep_minutes, expected_version=body.expected_version
     )
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))
 
 
 @router.post("/v1/merchant/orders/{order_id}/reject", responses=answers(404, 409))
@@ -43,7 +43,7 @@ async def reject(
     app: Services = Depends(services),
 ) -> Response:
     command = c.RejectOrder(at=now(), reason=body.reason, expected_version=body.expected_version)
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))
 
 
 @router.post("/v1/merchant/orders/{order_id}/ready", responses=answers(404, 409))
@@ -55,7 +55,7 @@ async def ready(
     app: Services = Depends(services),
 ) -> Response:
     command = c.MarkReady(at=now(), expected_version=(body or ExpectVersion()).expected_version)
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))
 
 
 @router.get("/v1/merchant/settlement")

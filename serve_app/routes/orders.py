@@ -118,7 +118,7 @@ async def cancel(
     command = c.CancelOrder(
         at=now(), reason=body.reason, by=who.role, expected_version=body.expected_version
     )
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))
 
 
 @router.patch("/v1/orders/{order_id}/delivery", responses=answers(404, 409))
@@ -149,4 +149,4 @@ async def change_delivery(
         phone=body.phone,
         expected_delivery_fee_fen=body.expected_delivery_fee_fen,
     )
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))

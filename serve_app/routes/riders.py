@@ -81,7 +81,7 @@ async def pickup(
     customer was given (422 `wrong_code` otherwise, and nothing changes); a food order
     needs no body."""
     command = c.PickUp(at=now(), rider_id=who.sub, code=(body or ProofIn()).code)
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))
 
 
 @router.post("/v1/rider/orders/{order_id}/deliver", responses=answers(404, 409))
@@ -96,4 +96,4 @@ async def deliver(
     code the recipient gives the rider (422 `wrong_code` otherwise, and nothing
     changes); a food order needs no body."""
     command = c.Deliver(at=now(), rider_id=who.sub, code=(body or ProofIn()).code)
-    return await app.idempotent(request, who, lambda: app.act(order_id, command, who))
+    return await app.idempotent(request, who, lambda: app.act(order_id, command, who, request))

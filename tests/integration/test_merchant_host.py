@@ -7,6 +7,7 @@ writer (a second host after a move or a restart) must never make it act on old s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,3 +101,31 @@ async def test_finished_orders_are_not_kept(hosts: tuple[MerchantHost, MerchantH
     cancelled = await first.act(MERCHANT, ORDER, cancel, ("customer", "c_kept"))
     assert isinstance(cancelled, dict) and cancelled["status"] == "cancelled", cancelled
     assert ORDER not in first._orders
+
+
+async def test_a_request_sent_again_after_its_change_went_through_gets_the_order(
+    hosts: tuple[MerchantHost, MerchantHost],
+) -> None:
+    """The host that accepted died before answering; the same request (its attempt id)
+    reaches another host, which answers the order as it is rather than refusing an
+    accept of an accepted order. A new request to accept it is still refused."""
+    first, second = hosts
+    order = await placed_order(first)
+    now = datetime.now(UTC)
+    paid = c.MarkPaid(at=now, intent_id=f"pi_{ORDER}", amount_fen=order["amounts"]["total_fen"])
+    await first.act(MERCHANT, ORDER, paid, ("system", "payments"))
+    accept = c.AcceptOrder(at=now, prep_minutes=5, attempt="a-1")
+    accepted = await first.act(MERCHANT, ORDER, accept, AS_MERCHANT)
+    assert isinstance(accepted, dict) and accepted["status"] == "accepted", accepted
+
+    again = await second.act(MERCHANT, ORDER, accept, AS_MERCHANT)
+    assert isinstance(again, dict), again
+    assert (again["status"], again["version"]) == ("accepted", 3)
+    assert int(await second.redis.hget(keys.order(ORDER), "version")) == 3
+
+    other = await second.act(MERCHANT, ORDER, replace(accept, attempt="a-2"), AS_MERCHANT)
+    assert isinstance(other, DomainError) and other.code == "invalid_transition", other
+    # Nobody else's request passes for it: the customer's cancel with the same id.
+    cancel = c.CancelOrder(at=now, reason="changed my mind", by="customer", attempt="a-1")
+    refused = await second.act(MERCHANT, ORDER, cancel, ("customer", "other"))
+    assert isinstance(refused, DomainError), refused

@@ -12,18 +12,22 @@ from hypothesis import strategies as st
 
 from domain import commands as c
 from domain import events as e
+from domain.errands import shown_to
 from domain.errors import DomainError, forbidden, invalid, not_found
 from domain.geo import Point
 from domain.orders import (
+    ATTEMPTS_KEPT,
     TERMINAL,
     Order,
     OrderStatus,
+    attempted,
     audience,
     authorize,
     decide,
     evolve,
     place,
     releases_stock,
+    replayed,
 )
 from domain.pricing import Amounts, Line
 
@@ -777,3 +781,24 @@ def test_random_commands_never_skip_a_version_or_leave_a_terminal_state(
             assert order.rider_id == before.rider_id
         assert len(order.timeline) == order.version
         assert Order.from_dict(order.as_dict()) == order
+
+
+def test_a_change_names_its_request_and_only_that_request_is_a_replay() -> None:
+    order = reach(pay())
+    command = replace(accept(), attempt="a-1")
+    after = attempted(apply(order, command), command)
+    assert after.attempts == ("a-1",)
+    assert replayed(after, command)
+    assert not replayed(after, accept())  # a request without an id is never a replay
+    assert not replayed(after, replace(ready(), attempt="a-2"))
+    # Kept with the order where it is stored, and bounded.
+    assert Order.from_dict(after.as_dict()).attempts == ("a-1",)
+    for n in range(ATTEMPTS_KEPT + 3):
+        after = attempted(after, replace(ready(), attempt=f"b-{n}"))
+    assert len(after.attempts) == ATTEMPTS_KEPT and after.attempts[-1] == f"b-{ATTEMPTS_KEPT + 2}"
+    assert not replayed(after, command)
+    # Nobody reads them: they name requests, not anything of the order.
+    for role in ("customer", "merchant", "rider", "admin"):
+        assert "attempts" not in shown_to(after.as_dict(), role)
+    # An order no request named has no such field where it is stored.
+    assert "attempts" not in order.as_dict()
