@@ -59,16 +59,21 @@ def creation_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key:
         return key
-    attempt = request.headers.get(ATTEMPT_HEADER)
-    return f"attempt:{attempt}" if attempt and len(attempt) <= 64 else None
+    attempt = haproxy_attempt(request)
+    return f"attempt:{attempt}" if attempt else None
 
 
 def attempt_of(request: Request) -> str:
     """What names a request to an order (`Order.attempts`): HAProxy's attempt id, which
     its replay carries too, else one of its own (Serve's proxy replays nothing, but a
     host can still read the request's letter again after a crash)."""
+    return haproxy_attempt(request) or uuid.uuid4().hex
+
+
+def haproxy_attempt(request: Request) -> str | None:
+    """The attempt id HAProxy gave the request, if it is one (a UUID fits in 64)."""
     attempt = request.headers.get(ATTEMPT_HEADER)
-    return attempt if attempt and len(attempt) <= 64 else uuid.uuid4().hex
+    return attempt if attempt and len(attempt) <= 64 else None
 
 
 def as_json(data: Any, status: int = 200) -> Response:

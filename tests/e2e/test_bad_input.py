@@ -73,7 +73,9 @@ def settled(store: redis.Redis, timeout_s: float = 45) -> None:
     """Wait for earlier tests' orders that the platform itself will still change: unpaid
     ones close at the session's 20 s payment timeout (their payment, failed-payment
     counts and events are written then), paid ones are rejected at the 10 s accept
-    deadline. Whatever changes after this is the bad input's doing."""
+    deadline. Their follow-ups (a rejected order's refund) land a moment after the
+    status, so it then waits for the store to stay as it is for a second. Whatever
+    changes after this is the bad input's doing."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         waiting = [
@@ -83,8 +85,15 @@ def settled(store: redis.Redis, timeout_s: float = 45) -> None:
             and store.hget(key, "status") in ("pending_payment", "paid")
         ]
         if not waiting:
-            return
+            break
         time.sleep(0.5)
+    seen = snapshot(store)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = snapshot(store)
+        if now == seen:
+            return
+        seen = now
 
 
 @pytest.fixture(scope="module")

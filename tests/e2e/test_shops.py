@@ -105,9 +105,8 @@ def test_opening_hours_decide_nearby_and_placement(
     # A closed shop takes no order: 409 with when it opens, and nothing changed (but the
     # risk checks' count of the customer's placement attempts, which counts refusals too).
     # Earlier tests' orders the platform still closes (and refunds) by itself would
-    # change the store meanwhile: wait them out, and their refunds a moment more.
+    # change the store meanwhile: wait them out.
     settled(store)
-    time.sleep(2)
     before = unchanged(store)
     refused = shop_order(world, closed_id, key="closed-shop")
     assert refused.status_code == 409, refused.text
