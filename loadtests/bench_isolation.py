@@ -56,14 +56,13 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
-import psutil
 import redis
 from ray import serve
 
 from cluster.launcher import APP_NAME, Platform
 from loadtests.frontdoor import prepare
 from loadtests.full_loop import percentile
-from loadtests.harness import cpu_seconds, fresh_platform
+from loadtests.harness import cpu_by_label, fresh_platform
 from serve_app.app import build
 from storage import keys
 from storage.faults import slow_merchant_fault
@@ -242,20 +241,12 @@ def flood_result(proc: subprocess.Popen[str], duration_s: int) -> dict[str, Any]
 
 
 def platform_cpu() -> dict[str, float]:
-    """CPU seconds so far of this platform's API replicas and HAProxy: processes of the
-    Ray this benchmark started, so children of this one (other platforms on the machine
-    are not)."""
-    totals = {"replica": 0.0, "haproxy": 0.0}
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            argv, name = proc.cmdline(), proc.name()
-            if argv and argv[0].startswith("ray::ServeReplica"):
-                totals["replica"] += cpu_seconds(proc)
-            elif name == "haproxy":
-                totals["haproxy"] += cpu_seconds(proc)
-        except psutil.Error:
-            continue
-    return totals
+    """CPU seconds so far of this platform's API replicas and HAProxy."""
+    spent = cpu_by_label()
+    return {
+        "replica": sum(v for k, v in spent.items() if k.startswith("ray::ServeReplica")),
+        "haproxy": spent.get("haproxy", 0.0),
+    }
 
 
 def with_cpu(run: Any, *args: Any) -> tuple[Any, dict[str, float]]:

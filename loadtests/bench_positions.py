@@ -57,7 +57,7 @@ import redis
 from cluster.seed import CENTER
 from loadtests.frontdoor import run_wrk
 from loadtests.full_loop import percentile
-from loadtests.harness import cpu_seconds, fresh_platform, process_label
+from loadtests.harness import cpu_by_label, fresh_platform
 from serve_app.auth import issue
 from storage import keys
 
@@ -291,19 +291,9 @@ def run_client(work: Path, phase: str, config: dict[str, Any], timeout_s: float)
 
 
 def platform_cpu() -> dict[str, float]:
-    """CPU seconds so far of each process this run started, by what it is: Ray's actors
-    and replicas, Valkey and HAProxy descend from this driver (other platforms on the
-    machine do not); the load generators are left out."""
-    spent: dict[str, float] = {}
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            label = process_label(proc.cmdline(), proc.name())
-            if label in ("wrk", "python -m loadtests.bench_positions"):
-                continue
-            spent[label] = spent.get(label, 0.0) + cpu_seconds(proc)
-        except psutil.Error:
-            continue
-    return spent
+    """CPU seconds so far of each process of this run's platform, the load generators
+    left out."""
+    return cpu_by_label(leave_out=("wrk", "python -m loadtests.bench_positions"))
 
 
 def machine_busy() -> float:

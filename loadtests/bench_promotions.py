@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from cluster.launcher import Platform
 from loadtests.full_loop import percentile
-from loadtests.harness import cpu_seconds, fresh_platform, process_label
+from loadtests.harness import cpu_by_label, fresh_platform
 from serve_app.auth import issue
 from storage.promotions import PromotionStore
 from storage.redis import connect as redis_connect
@@ -57,19 +57,6 @@ from storage.redis import connect as redis_connect
 # Hangzhou's north: a cell of the city, nobody else's in this fresh platform.
 CENTRE = (30.3200, 120.1500)
 ORDER_EVENTS = ("order_placed", "order_paid")
-
-
-def cpu_by_process() -> dict[str, float]:
-    """CPU seconds so far of this process and each process it started (the platform's:
-    the Redis-protocol server, Ray's actors, the replicas, HAProxy), by what it is."""
-    spent: dict[str, float] = {"bench client": cpu_seconds(psutil.Process())}
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            label = process_label(proc.cmdline(), proc.name())
-            spent[label] = spent.get(label, 0.0) + cpu_seconds(proc)
-        except psutil.Error:
-            continue
-    return spent
 
 
 def cores_between(
@@ -245,10 +232,11 @@ class Bench:
             t.promotions.clear()
         promotion_id = await self.publish() if with_push else None
         window_start = time.time()
-        cpu_before, load_before = cpu_by_process(), psutil.getloadavg()[0]
+        cpu_before, load_before = cpu_by_label(me="bench client"), psutil.getloadavg()[0]
         placed, sent, asked = await self.orders(self.args.seconds)
         window_end = time.time()
-        cores = cores_between(cpu_before, cpu_by_process(), window_end - window_start)
+        cpu_after = cpu_by_label(me="bench client")
+        cores = cores_between(cpu_before, cpu_after, window_end - window_start)
         push: dict[str, Any] = {}
         if promotion_id:
             deadline = time.monotonic() + 10 * self.args.customers / self.args.batch_per_s

@@ -35,6 +35,23 @@ def process_label(argv: list[str], name: str) -> str:
     return name
 
 
+def cpu_by_label(leave_out: tuple[str, ...] = (), me: str = "") -> dict[str, float]:
+    """CPU seconds so far of each process this one started (the platform's: Valkey,
+    HAProxy, Ray's actors and replicas; other platforms on the machine are not among
+    them), summed by `process_label`, without the labels in `leave_out` (a benchmark's
+    own load generators); this process too, as `me`, when `me` is given."""
+    spent: dict[str, float] = {me: cpu_seconds(psutil.Process())} if me else {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            label = process_label(proc.cmdline(), proc.name())
+            if label in leave_out:
+                continue
+            spent[label] = spent.get(label, 0.0) + cpu_seconds(proc)
+        except psutil.Error:
+            continue
+    return spent
+
+
 # A benchmark speaks for a whole city through a handful of tokens: the limits of a
 # load generator, not of a person (the limiter still runs, and is measured with the rest).
 LOAD_GENERATOR_LIMITS = {
